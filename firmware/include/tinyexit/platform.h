@@ -1,0 +1,34 @@
+// The port interface: everything the runtime needs from a host, an emulated or a real board.
+// Each port (firmware/ports/<name>/) implements these functions once; the runtime never touches
+// registers, files or the OS itself.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace tx::platform {
+
+// Bring up clocks, the serial link and the cycle counter. Called once, first thing in main().
+void init();
+
+// Blocking read of one byte from the serial link. Returns -1 when the link is closed for good
+// (host: end of input); bare-metal ports never return -1.
+int read_byte();
+
+// Write bytes to the serial link; returns when all are queued.
+void write_bytes(const uint8_t* data, size_t size);
+
+// Free-running 32-bit counter (wraps). Real cores: DWT CYCCNT (cycles). QEMU: SysTick under -icount,
+// which counts instructions, not cycles. Host: a monotonic counter (not comparable across ports).
+uint32_t cycles();
+
+// What cycles() counts, for reports: "cycles", "instructions" or "host-ticks".
+const char* cycle_unit();
+
+// A short name of the port/board, for INFO replies (e.g. "qemu-mps2-an386").
+const char* name();
+
+// End the program with an exit code (host: exit(); QEMU: semihosting SYS_EXIT_EXTENDED; boards: spin).
+[[noreturn]] void exit(int code);
+
+}  // namespace tx::platform

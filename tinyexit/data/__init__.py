@@ -1,0 +1,44 @@
+"""Dataset loaders: official layouts in, model-ready arrays out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Split:
+    x: np.ndarray  # float32, model input layout (N, H, W, C)
+    y: np.ndarray  # int64 class indices
+    groups: np.ndarray  # subject / speaker id per sample
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def subset(self, n: int, seed: int = 0) -> "Split":
+        """A class-stratified-by-chance random subset of at most n samples (for quick runs)."""
+        if n >= len(self):
+            return self
+        idx = np.sort(np.random.default_rng(seed).choice(len(self), n, replace=False))
+        return Split(self.x[idx], self.y[idx], self.groups[idx])
+
+
+@dataclass
+class Dataset:
+    task: str
+    classes: list[str]
+    train: Split
+    val: Split
+    test: Split
+    preprocessing: dict = field(default_factory=dict)  # what turns raw data into `x` (goes in the manifest)
+
+
+def load(task: str, path: str | None = None) -> Dataset:
+    if task == "har":
+        from tinyexit.data.har import load_har
+
+        return load_har(path)
+    from tinyexit.errors import TinyexitError
+
+    raise TinyexitError(f"unknown task '{task}' (known: har)")
