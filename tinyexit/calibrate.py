@@ -1,0 +1,97 @@
+"""Exit threshold calibration: sweep the integer max-probability threshold on the validation split and
+pick the cheapest one whose accuracy stays within a budget of the final exit alone."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from tinyexit import manifest as mf
+from tinyexit import policy
+from tinyexit.reference import decide
+
+
+def sweep(manifest: dict, logits: list[np.ndarray], y: np.ndarray) -> list[dict]:
+    """Accuracy and mean MACs for every distinct threshold (one shared by all early exits).
+
+    The candidates are the confidences the early exits actually reach on this data, so the sweep
+    traces the exact accuracy/cost frontier; "never exit" is included (it is the final exit alone)."""
+    early = [e for e in manifest["exits"] if not e["final"]]
+    confs = [policy.confidence_q15(logits[e["index"]], policy.exp_lut(e["logit_scale"]))[1] for e in early]
+    candidates = np.unique(np.concatenate(confs + [np.array([policy.NEVER])]))
+    rows = []
+    for t in candidates[::-1]:
+        thresholds = [0 if e["final"] else int(t) for e in manifest["exits"]]
+        r = decide(manifest, logits, thresholds)
+        rows.append({"threshold_q15": int(t), "threshold": min(int(t), policy.NEVER) / policy.Q15,
+                     "accuracy": float((r.pred == y).mean()), "macs_mean": float(r.macs.mean()),
+                     "exit_rates": [float((r.exit == e["index"]).mean()) for e in manifest["exits"]]})
+    return rows
+
+
+def choose(rows: list[dict], budget_pp: float) -> tuple[dict, float]:
+    """The cheapest row within `budget_pp` percentage points of the final exit alone (the never-exit row)."""
+    baseline = next(r for r in rows if r["threshold_q15"] == policy.NEVER)["accuracy"]
+    ok = [r for r in rows if r["accuracy"] >= baseline - budget_pp / 100 - 1e-12]
+    return min(ok, key=lambda r: (r["macs_mean"], -r["accuracy"])), baseline
+
+
+def apply(manifest: dict, threshold_q15: int) -> None:
+    for e in manifest["exits"]:
+        if not e["final"]:
+            e["policy"] = {"kind": "max_prob", "threshold_q15": int(threshold_q15),
+                           "threshold": min(threshold_q15, policy.NEVER) / policy.Q15}
+
+
+def write_sweep(rows: list[dict], chosen: dict, baseline: float, budget_pp: float, out_dir: Path,
+                macs_no_exit: int | None) -> dict:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "sweep.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["threshold", "threshold_q15", "accuracy", "macs_mean"] +
+                   [f"exit{i}_rate" for i in range(len(rows[0]["exit_rates"]))])
+        for r in rows:
+            w.writerow([f"{r['threshold']:.6f}", r["threshold_q15"], f"{r['accuracy']:.6f}", f"{r['macs_mean']:.1f}"]
+                       + [f"{x:.6f}" for x in r["exit_rates"]])
+    summary = {"budget_pp": budget_pp, "final_only_accuracy": baseline, "chosen": chosen,
+               "macs_no_exit": macs_no_exit, "rows": rows}
+    (out_dir / "sweep.json").write_text(json.dumps(summary, indent=1))
+    pareto_plot(rows, chosen, baseline, budget_pp, out_dir / "pareto.png", macs_no_exit)
+    return summary
+
+
+def pareto_plot(rows, chosen, baseline, budget_pp, path: Path, macs_no_exit=None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    ax.plot([r["macs_mean"] for r in rows], [100 * r["accuracy"] for r in rows], ".-", ms=3, lw=1,
+            label="threshold sweep (validation)")
+    ax.axhline(100 * baseline, color="gray", ls="--", lw=1, label="final exit alone")
+    ax.axhline(100 * (baseline - budget_pp / 100), color="gray", ls=":", lw=1, label=f"budget ({budget_pp:g} pp)")
+    if macs_no_exit:
+        ax.axvline(macs_no_exit, color="k", ls="-.", lw=1, label="backbone without exits")
+    ax.plot([chosen["macs_mean"]], [100 * chosen["accuracy"]], "r*", ms=12,
+            label=f"chosen: t={chosen['threshold']:.3f}")
+    ax.set_xlabel("average MACs per inference")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("early-exit accuracy vs cost")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def calibrate(manifest: dict, logits: list[np.ndarray], y: np.ndarray, budget_pp: float, out_dir: Path) -> dict:
+    """Sweep, choose, write the threshold into the manifest on disk and the sweep beside it."""
+    rows = sweep(manifest, logits, y)
+    chosen, baseline = choose(rows, budget_pp)
+    apply(manifest, chosen["threshold_q15"])
+    mf.save(manifest)
+    return write_sweep(rows, chosen, baseline, budget_pp, Path(out_dir), manifest["cost"].get("macs_no_exit"))

@@ -1,0 +1,155 @@
+"""Full-integer int8 export, one `.tflite` per stage plus `manifest.json`.
+
+The whole early-exit network is converted once, as a single model whose outputs are every cut tensor,
+every exit's logits and the final logits; each stage is then cut out of that flatbuffer. Converting once
+is what guarantees that a cut tensor has the same scale and zero point on both sides of the cut.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from tinyexit import manifest as mf
+from tinyexit import policy
+from tinyexit.errors import TinyexitError
+from tinyexit.models import ModelSpec
+from tinyexit.tflite_graph import Graph, extract, signature_outputs
+
+
+def export_model(model, spec: ModelSpec):
+    """Keras model with outputs [cut features..., exit logits..., final logits]."""
+    import keras
+
+    features = [model.get_layer(f"block{b}").output for b in spec.exits_after]
+    logits = [model.get_layer(f"exit{j}").output for j in range(len(spec.exits_after))]
+    logits.append(model.get_layer("final").output)
+    return keras.Model(model.inputs, features + logits, name=f"{spec.task}_export")
+
+
+def convert_int8(model, representative: np.ndarray) -> bytes:
+    """Full-integer post-training quantization: int8 weights, activations, inputs and outputs."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+
+    def samples():
+        for x in representative:
+            yield [x[None].astype(np.float32)]
+
+    converter.representative_dataset = samples
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    return converter.convert()
+
+
+def convert_float(model) -> bytes:
+    """Float TFLite model (no quantization): used where only the graph's shape and cost matter."""
+    import tensorflow as tf
+
+    return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+
+
+def stage_boundaries(graph: Graph, n_exits: int) -> list[tuple[list[int], list[int]]]:
+    """(inputs, outputs) tensor indices of each stage in the unsplit model."""
+    outs = signature_outputs(graph)
+    if len(outs) != 2 * n_exits + 1:
+        raise TinyexitError(f"converted model has {len(outs)} outputs, expected {2 * n_exits + 1}")
+    features, logits = outs[:n_exits], outs[n_exits:]
+    for t in logits:  # guards the output-order mapping: logits are (1, classes), features (1, H, W, C)
+        if len(graph.tensors[t].shape) != 2:
+            raise TinyexitError(f"converted model: output '{graph.tensors[t].name}' should be logits, "
+                                f"has shape {graph.tensors[t].shape}")
+    stages = []
+    for k in range(n_exits + 1):
+        ins = [graph.inputs[0]] if k == 0 else [features[k - 1]]
+        stage_outs = [features[k], logits[k]] if k < n_exits else [logits[k]]
+        stages.append((ins, stage_outs))
+    return stages
+
+
+def check_cuts(stage_graphs: list[Graph]) -> None:
+    """Each cut tensor must carry the same dtype, shape, scale and zero point on both sides."""
+    for k in range(1, len(stage_graphs)):
+        out = stage_graphs[k - 1].tensors[stage_graphs[k - 1].outputs[0]].describe()
+        inp = stage_graphs[k].tensors[stage_graphs[k].inputs[0]].describe()
+        keys = ("dtype", "shape", "scale", "zero_point")
+        if any(out[key] != inp[key] for key in keys):
+            raise TinyexitError(f"cut between stage {k - 1} and {k} is quantized differently on the two sides: "
+                                f"{ {k_: out[k_] for k_ in keys} } vs { {k_: inp[k_] for k_ in keys} }")
+
+
+def check_partition(graph: Graph, stage_graphs: list[Graph]) -> None:
+    """The stages together must run exactly the operators of the unsplit model, each once."""
+    total = sum(len(g.ops) for g in stage_graphs)
+    if total != len(graph.ops) or sum(g.total_macs() for g in stage_graphs) != graph.total_macs():
+        raise TinyexitError(f"stages hold {total} operators, the unsplit model {len(graph.ops)}: "
+                            f"an operator is shared between stages (the cut is not clean)")
+
+
+def layer_table(stage_graphs: list[Graph]) -> list[dict]:
+    rows = []
+    for k, g in enumerate(stage_graphs):
+        for op in g.ops:
+            w = g.weight_tensor(op)
+            rows.append({"stage": k, "op": op.op, "output": g.tensors[op.outputs[0]].name, "macs": g.macs(op),
+                         "weight_dtype": w.dtype if w is not None else None,
+                         "weight_bits": 8 if w is not None and w.dtype == "int8" else (4 if w is not None and w.dtype == "int4" else None)})
+    return rows
+
+
+def export(model, spec: ModelSpec, representative: np.ndarray, out_dir: str | Path,
+           macs_no_exit: int | None = None) -> dict:
+    """Quantize and write stage_K.tflite files, model_int8.tflite and manifest.json; return the manifest."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n_exits = len(spec.exits_after)
+    unsplit = convert_int8(export_model(model, spec), representative)
+    graph = Graph(unsplit, "converted model")
+    (out_dir / "model_int8.tflite").write_bytes(unsplit)
+
+    stage_graphs = []
+    stages = []
+    for k, (ins, outs) in enumerate(stage_boundaries(graph, n_exits)):
+        g = Graph(extract(graph, ins, outs), f"stage {k}")
+        stage_graphs.append(g)
+        name = f"stage_{k}.tflite"
+        (out_dir / name).write_bytes(g.buf)
+        outputs = [g.tensors[t].describe() for t in g.outputs]
+        for o, role in zip(outputs, ["features", "logits"] if k < n_exits else ["logits"]):
+            o["role"] = role
+        stages.append({"index": k, "file": name, "sha256": g.sha256(),
+                       "inputs": [g.tensors[t].describe() for t in g.inputs], "outputs": outputs,
+                       "macs": g.total_macs(), "weight_bytes": g.weight_bytes(), "exit": k})
+    check_cuts(stage_graphs)
+    check_partition(graph, stage_graphs)
+
+    exits = []
+    for k, stage in enumerate(stages):
+        logits = stage["outputs"][-1]
+        final = k == n_exits
+        exits.append({"index": k, "stage": k, "output": len(stage["outputs"]) - 1, "final": final,
+                      "classes": int(logits["shape"][-1]), "logit_scale": logits["scale"],
+                      "policy": None if final else {"kind": "max_prob", "threshold": 2.0,
+                                                    "threshold_q15": policy.NEVER}})
+    stage_macs = [s["macs"] for s in stages]
+    # reaching exit k costs every stage up to k; the last early exit's head is skipped on the way on,
+    # so cumulative stage MACs is exactly what runs
+    manifest = {
+        "format": mf.FORMAT, "version": mf.VERSION, "task": spec.task, "classes": spec.classes,
+        "input": {**graph.tensors[graph.inputs[0]].describe(), "preprocessing": spec.preprocessing},
+        "stages": stages, "exits": exits, "layers": layer_table(stage_graphs),
+        "unsplit": {"file": "model_int8.tflite", "sha256": graph.sha256()},
+        "cost": {"macs_to_exit": np.cumsum(stage_macs).astype(int).tolist(), "macs_all_stages": int(sum(stage_macs)),
+                 "macs_no_exit": macs_no_exit},
+    }
+    mf.write(out_dir, manifest)
+    return manifest
+
+
+def macs_of(model) -> int:
+    """MACs of a Keras model, counted on its TFLite graph (the same counter the manifest uses)."""
+    return Graph(convert_float(model), model.name).total_macs()

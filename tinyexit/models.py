@@ -1,0 +1,174 @@
+"""Early-exit CNNs: a backbone of conv / depthwise-separable blocks with T-RECX exit heads.
+
+All convolutions are 2-D so that TFLite emits plain CONV_2D / DEPTHWISE_CONV_2D; 1-D signals (HAR) use
+(k x 1) kernels on an (T, 1, C) layout. Batch norm follows every convolution and is folded into it by the
+TFLite converter; activations are ReLU, so every block is int8-friendly.
+
+Naming is the contract with export: block i's output layer is `block{i}`, exit j's logits `exit{j}`,
+the final logits `final`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tinyexit.errors import TinyexitError
+
+
+@dataclass
+class Block:
+    kind: str  # "conv" (full convolution) or "ds" (depthwise-separable)
+    filters: int
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+
+
+@dataclass
+class ModelSpec:
+    """Everything needed to rebuild a model; saved next to its weights as `spec.json`."""
+
+    task: str
+    classes: list[str]
+    input_shape: tuple[int, int, int]
+    blocks: list[Block]
+    exits_after: list[int]  # 1-based block indices that get an early exit
+    exit_width: int = 16  # channels of an exit head's pointwise + depthwise convolutions
+    exit_kernel: tuple[int, int] = (5, 1)
+    early_view_assist: bool = True  # T-RECX's early-view-assisted final exit
+    dropout: float = 0.3
+    input_noise: float = 0.1  # std of Gaussian noise added to the (normalized) input while training
+    preprocessing: dict = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelSpec":
+        d = json.loads(text)
+        d["blocks"] = [Block(b["kind"], b["filters"], tuple(b["kernel"]), tuple(b["stride"])) for b in d["blocks"]]
+        d["input_shape"] = tuple(d["input_shape"])
+        d["exit_kernel"] = tuple(d["exit_kernel"])
+        return cls(**d)
+
+    def validate(self) -> None:
+        for b in self.exits_after:
+            if not 1 <= b < len(self.blocks):
+                raise TinyexitError(f"exit after block {b}: choose 1..{len(self.blocks) - 1} "
+                                    f"(the backbone has {len(self.blocks)} blocks)")
+        if sorted(set(self.exits_after)) != list(self.exits_after):
+            raise TinyexitError(f"exits_after must be increasing and unique, got {self.exits_after}")
+
+
+def har_blocks() -> list[Block]:
+    """The HAR backbone: strided early blocks keep the cost to the first exit low (~14 k parameters)."""
+    return [
+        Block("conv", 16, (5, 1), (2, 1)),   # 128 -> 64
+        Block("ds", 32, (5, 1), (2, 1)),     # 64 -> 32
+        Block("ds", 64, (5, 1), (2, 1)),     # 32 -> 16
+        Block("ds", 64, (5, 1), (1, 1)),
+        Block("ds", 64, (5, 1), (1, 1)),
+    ]
+
+
+def default_spec(task: str, classes: list[str], input_shape, preprocessing: dict | None = None,
+                 exits_after: list[int] | None = None) -> ModelSpec:
+    if task != "har":
+        raise TinyexitError(f"no default backbone for task '{task}'")
+    return ModelSpec(task, list(classes), tuple(input_shape), har_blocks(),
+                     exits_after=list(exits_after) if exits_after else [2],
+                     preprocessing=preprocessing or {})
+
+
+def _conv_bn_relu(x, layers, filters, kernel, stride, name):
+    x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.ReLU(name=name)(x)
+
+
+def _dw_bn_relu(x, layers, kernel, stride, name):
+    x = layers.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_dw")(x)
+    x = layers.BatchNormalization(name=f"{name}_dwbn")(x)
+    return layers.ReLU(name=f"{name}_dwrelu")(x)
+
+
+def _exit_head(x, layers, spec: ModelSpec, j: int):
+    """T-RECX exit: pointwise -> depthwise -> global average pool -> dense logits."""
+    x = _conv_bn_relu(x, layers, spec.exit_width, (1, 1), (1, 1), f"exit{j}_pw")
+    x = _dw_bn_relu(x, layers, spec.exit_kernel, (1, 1), f"exit{j}")
+    x = layers.GlobalAveragePooling2D(name=f"exit{j}_gap")(x)
+    return layers.Dense(len(spec.classes), name=f"exit{j}")(x)
+
+
+def build(spec: ModelSpec):
+    """The trainable Keras model: outputs [exit0 logits, ..., final logits]."""
+    import keras
+    from keras import layers
+
+    spec.validate()
+    inputs = keras.Input(spec.input_shape, name="input")
+    x = layers.GaussianNoise(spec.input_noise, name="input_noise")(inputs) if spec.input_noise else inputs
+    exits = []
+    for i, b in enumerate(spec.blocks, start=1):
+        if b.kind == "conv":
+            x = _conv_bn_relu(x, layers, b.filters, b.kernel, b.stride, f"block{i}")
+        elif b.kind == "ds":
+            x = _dw_bn_relu(x, layers, b.kernel, b.stride, f"block{i}")
+            x = _conv_bn_relu(x, layers, b.filters, (1, 1), (1, 1), f"block{i}")
+        else:
+            raise TinyexitError(f"unknown block kind '{b.kind}'")
+        if i in spec.exits_after:
+            exits.append(_exit_head(x, layers, spec, len(exits)))
+    pooled = layers.GlobalAveragePooling2D(name="final_gap")(x)
+    if spec.early_view_assist and spec.exits_after:
+        # A depthwise view of the final features, tied to the last early exit's depthwise weights for
+        # most of training (see EarlyViewTie), then free; pooled and concatenated before the dense layer.
+        view = _dw_bn_relu(x, layers, spec.exit_kernel, (1, 1), "eva")
+        view = layers.GlobalAveragePooling2D(name="eva_gap")(view)
+        pooled = layers.Concatenate(name="final_concat")([pooled, view])
+    if spec.dropout:
+        pooled = layers.Dropout(spec.dropout, name="final_dropout")(pooled)
+    final = layers.Dense(len(spec.classes), name="final")(pooled)
+    return keras.Model(inputs, exits + [final], name=f"{spec.task}_early_exit")
+
+
+def backbone_only(spec: ModelSpec):
+    """The same backbone with no exit heads (and no early view): the cost baseline."""
+    from dataclasses import replace
+
+    return build(replace(spec, exits_after=[], early_view_assist=False))
+
+
+def output_names(spec: ModelSpec) -> list[str]:
+    return [f"exit{j}" for j in range(len(spec.exits_after))] + ["final"]
+
+
+def save(model, spec: ModelSpec, directory: str | Path) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save(directory / "model.keras")
+    (directory / "spec.json").write_text(spec.to_json())
+    return directory
+
+
+def load(directory: str | Path):
+    """A trained model folder (model.keras + spec.json) -> (keras model, spec)."""
+    import keras
+
+    directory = Path(directory)
+    if directory.is_file() and directory.name.endswith(".keras"):
+        directory = directory.parent
+    model_file, spec_file = directory / "model.keras", directory / "spec.json"
+    for f in (model_file, spec_file):
+        if not f.is_file():
+            raise TinyexitError(f"{directory}: missing {f.name} (train a model with `tinyexit train` first)")
+    try:
+        spec = ModelSpec.from_json(spec_file.read_text())
+    except (ValueError, KeyError, TypeError) as err:
+        raise TinyexitError(f"{spec_file}: malformed spec ({err})") from None
+    try:
+        model = keras.models.load_model(model_file)
+    except Exception as err:  # Keras raises many types for a bad archive
+        raise TinyexitError(f"{model_file}: cannot load Keras model ({type(err).__name__}: {err})") from None
+    return model, spec

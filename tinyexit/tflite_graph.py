@@ -1,0 +1,233 @@
+"""A `.tflite` file as a small graph of operators and tensors, through TFLite's own schema bindings.
+
+The one place that reads flatbuffers: export splits models into stages with it, reports count MACs and
+weight bytes with it, and codegen builds its operator list on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import flatbuffers
+import numpy as np
+from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
+
+from tinyexit.errors import TinyexitError
+
+OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+TYPE_NAMES = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+NUMPY_TYPES = {"int8": np.int8, "uint8": np.uint8, "int16": np.int16, "int32": np.int32,
+               "int64": np.int64, "float32": np.float32, "bool": np.bool_}
+WEIGHT_INPUT = {"CONV_2D": 1, "DEPTHWISE_CONV_2D": 1, "FULLY_CONNECTED": 1}  # op -> index of its filter
+
+
+@dataclass
+class Tensor:
+    index: int
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    scale: np.ndarray | None  # per-tensor: 1 value; per-channel: one per channel
+    zero_point: np.ndarray | None
+    quantized_dimension: int
+    data: np.ndarray | None  # constant tensors only
+
+    @property
+    def is_constant(self) -> bool:
+        return self.data is not None
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape)) * np.dtype(NUMPY_TYPES.get(self.dtype, np.int8)).itemsize
+
+    def describe(self) -> dict:
+        """The manifest's description of an input or output tensor."""
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype,
+                "scale": float(self.scale[0]) if self.scale is not None else None,
+                "zero_point": int(self.zero_point[0]) if self.zero_point is not None else None}
+
+
+@dataclass
+class Operator:
+    index: int
+    op: str  # builtin name, e.g. "CONV_2D"
+    inputs: list[int]  # tensor indices, -1 for an absent optional input
+    outputs: list[int]
+    options: object  # the schema's *OptionsT object (or None)
+
+
+class Graph:
+    """Subgraph 0 of a TFLite model (the only one TFLite Micro runs for these models)."""
+
+    def __init__(self, buf: bytes, source: str = "<bytes>"):
+        self.source = source
+        self.buf = bytes(buf)
+        if len(buf) < 8 or buf[4:8] != b"TFL3":
+            raise TinyexitError(f"{source}: not a TFLite flatbuffer (no TFL3 identifier)")
+        try:
+            self.model = schema.ModelT.InitFromPackedBuf(bytearray(buf), 0)
+        except Exception as err:  # the generated bindings raise anything on corrupt input
+            raise TinyexitError(f"{source}: corrupt TFLite flatbuffer ({type(err).__name__})") from None
+        if not self.model.subgraphs:
+            raise TinyexitError(f"{source}: the model has no subgraph")
+        sub = self.model.subgraphs[0]
+        self.tensors = [self._tensor(i, t) for i, t in enumerate(sub.tensors or [])]
+        codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in self.model.operatorCodes]
+        self.ops = []
+        for i, o in enumerate(sub.operators or []):
+            code = codes[o.opcodeIndex]
+            name = OP_NAMES.get(code, f"BUILTIN_{code}")
+            if code == schema.BuiltinOperator.CUSTOM:
+                name = f"CUSTOM({self.model.operatorCodes[o.opcodeIndex].customCode})"
+            self.ops.append(Operator(i, name, [int(x) for x in o.inputs], [int(x) for x in o.outputs],
+                                     o.builtinOptions))
+        self.inputs = [int(x) for x in sub.inputs]
+        self.outputs = [int(x) for x in sub.outputs]
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Graph":
+        path = Path(path)
+        if not path.is_file():
+            raise TinyexitError(f"model not found: {path}")
+        return cls(path.read_bytes(), str(path))
+
+    def _tensor(self, index: int, t) -> Tensor:
+        dtype = TYPE_NAMES.get(t.type, f"type{t.type}")
+        q = t.quantization
+        scale = np.asarray(q.scale, np.float64) if q is not None and q.scale is not None and len(q.scale) else None
+        zp = np.asarray(q.zeroPoint, np.int64) if q is not None and q.zeroPoint is not None and len(q.zeroPoint) else None
+        data = None
+        buffers = self.model.buffers or []
+        if 0 < t.buffer < len(buffers) and buffers[t.buffer].data is not None and len(buffers[t.buffer].data):
+            if dtype not in NUMPY_TYPES:
+                data = np.asarray(buffers[t.buffer].data, np.uint8)  # e.g. packed int4: raw bytes
+            else:
+                data = np.frombuffer(bytes(bytearray(buffers[t.buffer].data)), NUMPY_TYPES[dtype])
+                data = data.reshape(tuple(int(d) for d in t.shape) if t.shape is not None else ())
+        name = t.name.decode() if isinstance(t.name, bytes) else str(t.name)
+        shape = tuple(int(d) for d in t.shape) if t.shape is not None else ()
+        return Tensor(index, name, shape, dtype, scale, zp, int(q.quantizedDimension) if q else 0, data)
+
+    def sha256(self) -> str:
+        return hashlib.sha256(self.buf).hexdigest()
+
+    def producers(self) -> dict[int, Operator]:
+        return {t: op for op in self.ops for t in op.outputs}
+
+    def macs(self, op: Operator) -> int:
+        """Multiply-accumulates of one operator (the usual count: conv, depthwise, dense; others 0)."""
+        out = self.tensors[op.outputs[0]].shape
+        if op.op == "CONV_2D":
+            _, kh, kw, cin = self.tensors[op.inputs[1]].shape
+            return int(np.prod(out)) * kh * kw * cin
+        if op.op == "DEPTHWISE_CONV_2D":
+            _, kh, kw, _ = self.tensors[op.inputs[1]].shape
+            return int(np.prod(out)) * kh * kw
+        if op.op == "FULLY_CONNECTED":
+            units, depth = self.tensors[op.inputs[1]].shape
+            batches = int(np.prod(out)) // units
+            return batches * units * depth
+        return 0
+
+    def weight_tensor(self, op: Operator) -> Tensor | None:
+        i = WEIGHT_INPUT.get(op.op)
+        return self.tensors[op.inputs[i]] if i is not None and op.inputs[i] >= 0 else None
+
+    def weight_bytes(self) -> dict[str, int]:
+        """Bytes of weight tensors by storage type ("int8", "int4", ...) and of biases ("bias")."""
+        totals: dict[str, int] = {}
+        for op in self.ops:
+            w = self.weight_tensor(op)
+            if w is not None and w.is_constant:
+                totals[w.dtype] = totals.get(w.dtype, 0) + w.data.nbytes
+            if op.op in WEIGHT_INPUT and len(op.inputs) > 2 and op.inputs[2] >= 0:
+                b = self.tensors[op.inputs[2]]
+                if b.is_constant:
+                    totals["bias"] = totals.get("bias", 0) + b.data.nbytes
+        return totals
+
+    def total_macs(self) -> int:
+        return sum(self.macs(op) for op in self.ops)
+
+
+def serialize(model: "schema.ModelT") -> bytes:
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def extract(graph: Graph, inputs: list[int], outputs: list[int]) -> bytes:
+    """A standalone model computing `outputs` from `inputs` (tensor indices of `graph`).
+
+    Takes exactly the operators between them; fails if an operator needs a non-constant tensor that is
+    neither one of `inputs` nor computed inside. Constant buffers are copied, others point at buffer 0.
+    """
+    import copy
+
+    producers = graph.producers()
+    stop = set(inputs)
+    needed: set[int] = set()
+    frontier = list(outputs)
+    seen: set[int] = set()
+    while frontier:
+        t = frontier.pop()
+        if t in seen or t in stop or t < 0:
+            continue
+        seen.add(t)
+        if graph.tensors[t].is_constant:
+            continue
+        op = producers.get(t)
+        if op is None:
+            raise TinyexitError(f"{graph.source}: tensor '{graph.tensors[t].name}' is needed but is neither "
+                                f"computed in the stage nor its input")
+        needed.add(op.index)
+        frontier.extend(op.inputs)
+    ops = [graph.ops[i] for i in sorted(needed)]
+
+    src = graph.model.subgraphs[0]
+    used = list(dict.fromkeys(list(inputs) + [t for op in ops for t in op.inputs + op.outputs if t >= 0] + list(outputs)))
+    remap = {old: new for new, old in enumerate(used)}
+    buffers = [schema.BufferT()]
+    tensors = []
+    for old in used:
+        t = copy.copy(src.tensors[old])
+        if graph.tensors[old].is_constant:
+            buffers.append(graph.model.buffers[t.buffer])
+            t.buffer = len(buffers) - 1
+        else:
+            t.buffer = 0
+        tensors.append(t)
+    operators = []
+    for op in ops:
+        o = copy.copy(src.operators[op.index])
+        o.inputs = [remap[i] if i >= 0 else -1 for i in op.inputs]
+        o.outputs = [remap[i] for i in op.outputs]
+        operators.append(o)
+
+    sub = schema.SubGraphT()
+    sub.tensors, sub.operators = tensors, operators
+    sub.inputs, sub.outputs = [remap[i] for i in inputs], [remap[i] for i in outputs]
+    sub.name = src.name
+    model = schema.ModelT()
+    model.version, model.description = graph.model.version, graph.model.description
+    model.operatorCodes, model.subgraphs, model.buffers = graph.model.operatorCodes, [sub], buffers
+    model.metadata = []
+    for meta in graph.model.metadata or []:
+        m = copy.copy(meta)
+        buffers.append(graph.model.buffers[meta.buffer])
+        m.buffer = len(buffers) - 1
+        model.metadata.append(m)
+    return serialize(model)
+
+
+def signature_outputs(graph: Graph) -> list[int]:
+    """Output tensor indices in the order of the converted model's signature (`output_0`, `output_1`, ...),
+    which is the Keras output order; the subgraph's own output order is not."""
+    sigs = graph.model.signatureDefs or []
+    if not sigs:
+        return list(graph.outputs)
+    maps = {(m.name.decode() if isinstance(m.name, bytes) else m.name): m.tensorIndex for m in sigs[0].outputs}
+    names = sorted(maps, key=lambda n: int(n.rsplit("_", 1)[-1]) if n.rsplit("_", 1)[-1].isdigit() else n)
+    return [int(maps[n]) for n in names]
