@@ -36,8 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def quiet_tensorflow() -> None:
     """TensorFlow prints C++ banners on import; keep the terminal for our own output."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,9 @@ is what guarantees that a cut tensor has the same scale and zero point on both s
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,14 +21,48 @@ from tinyexit.models import ModelSpec
 from tinyexit.tflite_graph import Graph, extract, signature_outputs
 
 
-def export_model(model, spec: ModelSpec):
+def default_cuts(spec: ModelSpec) -> list[tuple[str, str]]:
+    """(cut layer, exit logits layer) per early exit, by the builder's naming."""
+    return [(f"block{b}", f"exit{j}") for j, b in enumerate(spec.exits_after)]
+
+
+def export_model(model, spec: ModelSpec, cuts: list[tuple[str, str]] | None = None):
     """Keras model with outputs [cut features..., exit logits..., final logits]."""
     import keras
 
-    features = [model.get_layer(f"block{b}").output for b in spec.exits_after]
-    logits = [model.get_layer(f"exit{j}").output for j in range(len(spec.exits_after))]
-    logits.append(model.get_layer("final").output)
+    cuts = default_cuts(spec) if cuts is None else cuts
+    features = [model.get_layer(cut).output for cut, _ in cuts]
+    logits = [model.get_layer(head).output for _, head in cuts] + [model.get_layer("final").output]
     return keras.Model(model.inputs, features + logits, name=f"{spec.task}_export")
+
+
+@contextlib.contextmanager
+def native_output_captured():
+    """The TFLite converter prints pages of MLIR diagnostics from C++ straight to fds 1 and 2: keep them
+    off the terminal, and show them only if the conversion fails."""
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with tempfile.TemporaryFile() as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        except Exception:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            log.seek(0)
+            sys.stderr.write(log.read().decode(errors="replace")[-4000:])
+            raise
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
 
 
 def convert_int8(model, representative: np.ndarray) -> bytes:
@@ -43,14 +80,16 @@ def convert_int8(model, representative: np.ndarray) -> bytes:
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
-    return converter.convert()
+    with native_output_captured():
+        return converter.convert()
 
 
 def convert_float(model) -> bytes:
     """Float TFLite model (no quantization): used where only the graph's shape and cost matter."""
     import tensorflow as tf
 
-    return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    with native_output_captured():
+        return tf.lite.TFLiteConverter.from_keras_model(model).convert()
 
 
 def stage_boundaries(graph: Graph, n_exits: int) -> list[tuple[list[int], list[int]]]:
@@ -102,12 +141,15 @@ def layer_table(stage_graphs: list[Graph]) -> list[dict]:
 
 
 def export(model, spec: ModelSpec, representative: np.ndarray, out_dir: str | Path,
-           macs_no_exit: int | None = None) -> dict:
-    """Quantize and write stage_K.tflite files, model_int8.tflite and manifest.json; return the manifest."""
+           macs_no_exit: int | None = None, cuts: list[tuple[str, str]] | None = None) -> dict:
+    """Quantize and write stage_K.tflite files, model_int8.tflite and manifest.json; return the manifest.
+
+    `cuts` overrides which (cut layer, exit head) pairs become early exits (default: the spec's)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    n_exits = len(spec.exits_after)
-    unsplit = convert_int8(export_model(model, spec), representative)
+    cuts = default_cuts(spec) if cuts is None else cuts
+    n_exits = len(cuts)
+    unsplit = convert_int8(export_model(model, spec, cuts), representative)
     graph = Graph(unsplit, "converted model")
     (out_dir / "model_int8.tflite").write_bytes(unsplit)
 

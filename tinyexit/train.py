@@ -51,16 +51,18 @@ def train(spec: ModelSpec, data: Dataset, epochs: int = 40, batch_size: int = 64
     names = output_names(spec)
     steps = epochs * int(np.ceil(len(data.train) / batch_size))
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(steps, 1))
+    per_output = lambda value: {n: value(n) for n in names} if len(names) > 1 else value("final")  # noqa: E731
     model.compile(
         optimizer=keras.optimizers.AdamW(schedule, weight_decay=weight_decay),
-        loss={n: keras.losses.SparseCategoricalCrossentropy(from_logits=True) for n in names},
-        loss_weights={n: (1.0 if n == "final" else early_exit_weight) for n in names},
-        metrics={n: ["accuracy"] for n in names},
+        loss=per_output(lambda n: keras.losses.SparseCategoricalCrossentropy(from_logits=True)),
+        loss_weights=per_output(lambda n: 1.0 if n == "final" else early_exit_weight),
+        metrics=per_output(lambda n: ["accuracy"]),
     )
     callbacks = []
     if spec.early_view_assist and spec.exits_after:
         callbacks.append(early_view_tie(model, spec, tie_epochs=int(0.8 * epochs)))
-    targets = lambda split: {n: split.y for n in names}  # noqa: E731
+    # Keras maps dict targets to outputs by name only when there are several outputs
+    targets = (lambda split: {n: split.y for n in names}) if len(names) > 1 else (lambda split: split.y)  # noqa: E731
     model.fit(data.train.x, targets(data.train), validation_data=(data.val.x, targets(data.val)),
               epochs=epochs, batch_size=batch_size, shuffle=True, verbose=verbose, callbacks=callbacks)
     return model

@@ -1,0 +1,27 @@
+"""`tinyexit export`: int8 quantization and one .tflite per stage + manifest.json."""
+
+from pathlib import Path
+
+from tinyexit.commands import add_data_arguments, add_seed_argument
+
+HELP = ("quantize a trained model to full int8 and export one TFLite Micro .tflite per stage "
+        "plus manifest.json")
+
+
+def add_arguments(p) -> None:
+    p.add_argument("model", metavar="MODEL_DIR", help="folder with model.keras + spec.json (from `tinyexit train`)")
+    add_data_arguments(p)
+    p.add_argument("--out", default="out/har/export", metavar="DIR", help="output folder (default: out/har/export)")
+    add_seed_argument(p)
+
+
+def run(args) -> int:
+    from tinyexit import models, pipeline
+
+    model, spec = models.load(args.model)
+    ds = pipeline.load_data(spec.task, args.data)
+    manifest = pipeline.export(model, spec, ds, Path(args.out), args.seed)
+    for s in manifest["stages"]:
+        print(f"{args.out}/{s['file']}: {s['macs']:,} MACs, weights {s['weight_bytes']}")
+    print(f"{args.out}/manifest.json (thresholds not calibrated yet: run `tinyexit calibrate {args.out}`)")
+    return 0

@@ -1,0 +1,41 @@
+"""`tinyexit train`: train an early-exit model on a task's training split."""
+
+from pathlib import Path
+
+from tinyexit.commands import add_data_arguments, add_seed_argument
+
+HELP = "train an early-exit CNN (joint loss over all exits) and save model.keras + spec.json"
+
+
+def add_arguments(p) -> None:
+    add_data_arguments(p)
+    p.add_argument("--out", default="out/har/model", metavar="DIR", help="output folder (default: out/har/model)")
+    p.add_argument("--exits-after", type=int, nargs="+", metavar="BLOCK",
+                   help="1-based blocks followed by an early exit (default: 2)")
+    p.add_argument("--placement", metavar="JSON", help="placement.json from `tinyexit place`: use its recommendation")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default 30)")
+    p.add_argument("--early-exit-weight", type=float, default=0.3, help="loss weight of early exits (default 0.3)")
+    add_seed_argument(p)
+
+
+def exits_from(args):
+    if args.placement:
+        import json
+
+        from tinyexit.errors import TinyexitError
+
+        try:
+            return json.loads(Path(args.placement).read_text())["recommended_exits_after"]
+        except (OSError, ValueError, KeyError) as err:
+            raise TinyexitError(f"{args.placement}: not a placement.json ({err})") from None
+    return args.exits_after
+
+
+def run(args) -> int:
+    from tinyexit import pipeline
+
+    ds = pipeline.load_data(args.task, args.data)
+    pipeline.train(ds, Path(args.out), exits_from(args), args.epochs or pipeline.DEFAULT_EPOCHS,
+                   args.early_exit_weight, args.seed)
+    print(f"saved {args.out}/model.keras and {args.out}/spec.json")
+    return 0

@@ -1,0 +1,133 @@
+"""The steps users run one by one (`tinyexit train/export/calibrate/evaluate`) or all at once (`demo`)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tinyexit import data as data_mod
+from tinyexit import manifest as mf
+from tinyexit import models
+from tinyexit.data import Dataset, Split
+from tinyexit.errors import TinyexitError
+
+DEFAULT_EPOCHS = 30
+REPRESENTATIVE_SAMPLES = 500
+
+
+def load_data(task: str, path: str | None) -> Dataset:
+    return data_mod.load(task, path)
+
+
+def train(ds: Dataset, out_dir: Path, exits_after: list[int] | None = None, epochs: int = DEFAULT_EPOCHS,
+          early_exit_weight: float = 0.3, seed: int = 0, verbose: int = 1):
+    from tinyexit.train import train as fit
+
+    spec = models.default_spec(ds.task, ds.classes, ds.train.x.shape[1:], ds.preprocessing, exits_after)
+    spec.validate()
+    model = fit(spec, ds, epochs=epochs, early_exit_weight=early_exit_weight, seed=seed, verbose=verbose)
+    models.save(model, spec, out_dir)
+    return model, spec
+
+
+def export(model, spec, ds: Dataset, out_dir: Path, seed: int = 0) -> dict:
+    from tinyexit.export import export as write_stages, macs_of
+
+    representative = ds.train.subset(REPRESENTATIVE_SAMPLES, seed).x
+    return write_stages(model, spec, representative, out_dir, macs_no_exit=macs_of(models.backbone_only(spec)))
+
+
+def check_input(manifest: dict, split: Split) -> None:
+    want = tuple(manifest["input"]["shape"][1:])
+    if tuple(split.x.shape[1:]) != want:
+        raise TinyexitError(f"data has input shape {tuple(split.x.shape[1:])}, the model expects {want}")
+
+
+def calibrate(export_dir: Path, ds: Dataset, budget_pp: float = 1.0, out_dir: Path | None = None,
+              progress: bool = True) -> dict:
+    from tinyexit.calibrate import calibrate as run
+    from tinyexit.reference import all_exit_logits, quantize_input
+
+    manifest = mf.read(export_dir)
+    check_input(manifest, ds.val)
+    logits = all_exit_logits(manifest, quantize_input(manifest, ds.val.x), progress=progress)
+    return run(manifest, logits, ds.val.y, budget_pp, Path(out_dir or export_dir))
+
+
+def evaluate(export_dir: Path, split: Split, backend: str = "tflm", progress: bool = True) -> dict:
+    """Accuracy of the int8 stages at the manifest's thresholds, and of the final exit alone."""
+    from tinyexit.reference import all_exit_logits, decide, quantize_input
+
+    manifest = mf.read(export_dir)
+    check_input(manifest, split)
+    logits = all_exit_logits(manifest, quantize_input(manifest, split.x), backend, progress=progress)
+    r = decide(manifest, logits)
+    macs_no_exit = manifest["cost"].get("macs_no_exit") or manifest["cost"]["macs_all_stages"]
+    early = [e for e in manifest["exits"] if not e["final"]]
+    return {
+        "n": int(len(split)),
+        "int8_final_accuracy": float((logits[-1].argmax(1) == split.y).mean()),
+        "int8_early_exit_accuracy": float((r.pred == split.y).mean()),
+        "int8_exit_accuracies": [float((l.argmax(1) == split.y).mean()) for l in logits],
+        "early_exit_rate": float((r.exit != len(manifest["exits"]) - 1).mean()),
+        "exit_histogram": np.bincount(r.exit, minlength=len(manifest["exits"])).tolist(),
+        "threshold": early[0]["policy"]["threshold"] if early else None,
+        "threshold_q15": early[0]["policy"]["threshold_q15"] if early else None,
+        "macs_no_exit": int(macs_no_exit),
+        "macs_mean": float(r.macs.mean()),
+        "mac_ratio": float(r.macs.mean() / macs_no_exit),
+    }
+
+
+def interpreter_agreement(export_dir: Path, split: Split) -> dict:
+    """Share of samples whose every output of every stage is identical in LiteRT and in TFLite Micro
+    (default LiteRT kernels and its BUILTIN_REF kernels), stage by stage."""
+    from tinyexit.reference import load_stages, quantize_input
+
+    manifest = mf.read(export_dir)
+    x = quantize_input(manifest, split.x)
+    backends = {b: load_stages(manifest, b) for b in ("tflm", "litert", "litert-ref")}
+    same = {b: np.zeros(len(manifest["stages"])) for b in ("litert", "litert-ref")}
+    for n in range(len(x)):
+        feature = {b: x[n:n + 1] for b in backends}
+        for k in range(len(manifest["stages"])):
+            ref = backends["tflm"][k](x[n:n + 1] if k == 0 else feature["tflm"])
+            for b in same:
+                # each backend is fed TFLite Micro's own input to the stage, so stages are compared alone
+                outs = backends[b][k](x[n:n + 1] if k == 0 else feature["tflm"])
+                same[b][k] += all(np.array_equal(o, r) for o, r in zip(outs, ref))
+            feature["tflm"] = ref[0]
+    return {f"{b}_vs_tflm": (same[b] / len(x)).round(6).tolist() for b in same} | {"n": int(len(x))}
+
+
+def float_metrics(model, split: Split, manifest: dict) -> dict:
+    """The float Keras model, final exit alone and with the same threshold as the int8 policy."""
+    from tinyexit.policy import float_confidence
+    from tinyexit.train import predict_logits
+
+    logits = predict_logits(model, split.x)
+    taken = np.full(len(split), len(logits) - 1)
+    for j, e in enumerate(manifest["exits"][:-1]):
+        conf = float_confidence(logits[j], 1.0, 0)
+        go = (taken == len(logits) - 1) & (conf >= e["policy"]["threshold"])
+        taken[go] = j
+    pred = np.choose(taken, [l.argmax(1) for l in logits])
+    return {"float_accuracy": float((logits[-1].argmax(1) == split.y).mean()),
+            "float_early_exit_accuracy": float((pred == split.y).mean()),
+            "float_exit_accuracies": [float((l.argmax(1) == split.y).mean()) for l in logits]}
+
+
+def write_json(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=1))
+
+
+class Stopwatch:
+    def __init__(self):
+        self.start = time.time()
+
+    def seconds(self) -> float:
+        return round(time.time() - self.start, 1)
