@@ -1,0 +1,43 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from tinyexit import manifest as mf
+from tinyexit import pipeline, policy
+from tinyexit.calibrate import choose, sweep
+from tinyexit.reference import all_exit_logits, decide, quantize_input
+
+
+@pytest.fixture()
+def export_copy(har_model, tmp_path):
+    shutil.copytree(har_model[2], tmp_path / "export")
+    return tmp_path / "export"
+
+
+@pytest.mark.parametrize("budget", [0.0, 1.0, 3.0])
+def test_calibration_respects_the_budget_and_is_the_cheapest(export_copy, har, budget):
+    m = mf.read(export_copy)
+    logits = all_exit_logits(m, quantize_input(m, har.val.x))
+    rows = sweep(m, logits, har.val.y)
+    chosen, baseline = choose(rows, budget)
+    assert chosen["accuracy"] >= baseline - budget / 100 - 1e-9
+    cheaper = [r for r in rows if r["macs_mean"] < chosen["macs_mean"]]
+    assert all(r["accuracy"] < baseline - budget / 100 for r in cheaper)
+    # the sweep's figures are what the policy really does at that threshold
+    r = decide(m, logits, [chosen["threshold_q15"], 0])
+    assert np.isclose((r.pred == har.val.y).mean(), chosen["accuracy"])
+
+
+def test_calibrate_writes_manifest_sweep_and_plot(export_copy, har):
+    summary = pipeline.calibrate(export_copy, har, budget_pp=1.0, progress=False)
+    m = mf.read(export_copy)
+    pol = m["exits"][0]["policy"]
+    assert pol["threshold_q15"] == summary["chosen"]["threshold_q15"] <= policy.NEVER
+    assert pol["kind"] == "max_prob" and m["exits"][1]["policy"] is None
+    for name in ("sweep.csv", "sweep.json", "pareto.png"):
+        assert (export_copy / name).stat().st_size > 100
+    rows = json.loads((export_copy / "sweep.json").read_text())["rows"]
+    assert rows[0]["threshold_q15"] == policy.NEVER
+    assert len((export_copy / "sweep.csv").read_text().splitlines()) == len(rows) + 1

@@ -1,0 +1,80 @@
+"""Every `tinyexit` command, run as a user runs it: a separate process."""
+
+import json
+import shutil
+
+import pytest
+
+from tinyexit.cli import COMMANDS
+from tests.conftest import assert_one_line_error, run_cli
+
+REPORT_KEYS = {"task", "n_test", "float_accuracy", "int8_final_accuracy", "int8_early_exit_accuracy",
+               "early_exit_rate", "threshold", "macs_no_exit", "macs_mean", "mac_ratio", "seconds"}
+
+
+def test_help_for_every_command():
+    top = run_cli("--help")
+    assert top.returncode == 0
+    for name in COMMANDS:
+        assert name in top.stdout
+        sub = run_cli(name, "--help")
+        assert sub.returncode == 0 and sub.stdout.startswith(f"usage: tinyexit {name}"), sub.stderr
+
+
+def test_train_export_calibrate_evaluate_chain(tmp_path, datasets):
+    data = str(datasets / "har" / "HAPT.tar.xz")
+    r = run_cli("train", "--data", data, "--epochs", "1", "--exits-after", "1", "--out", str(tmp_path / "m"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "m" / "model.keras").is_file()
+    r = run_cli("export", str(tmp_path / "m"), "--data", data, "--out", str(tmp_path / "e"))
+    assert r.returncode == 0, r.stderr
+    assert "stage_0.tflite" in r.stdout and (tmp_path / "e" / "stage_1.tflite").is_file()
+    r = run_cli("calibrate", str(tmp_path / "e"), "--data", data, "--budget-pp", "2")
+    assert r.returncode == 0, r.stderr
+    assert "threshold" in r.stdout and (tmp_path / "e" / "pareto.png").is_file()
+    r = run_cli("evaluate", str(tmp_path / "e"), "--data", data, "--json", str(tmp_path / "eval.json"))
+    assert r.returncode == 0, r.stderr
+    figures = json.loads((tmp_path / "eval.json").read_text())
+    assert figures["n"] == 2996 and 0 < figures["mac_ratio"] <= 1.2
+
+
+@pytest.mark.slow
+def test_place(tmp_path, datasets):
+    r = run_cli("place", "--data", str(datasets / "har" / "HAPT.tar.xz"), "--epochs", "2", "--head-epochs", "1",
+                "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    placement = json.loads((tmp_path / "placement.json").read_text())
+    assert [c["block"] for c in placement["candidates"]] == [1, 2, 3, 4]
+    macs = [c["macs_to_exit"] for c in placement["candidates"]]
+    assert macs == sorted(macs) and macs[-1] < placement["macs_no_exit"] * 1.1
+    assert placement["recommended_exits_after"][0] in (1, 2, 3, 4)
+    assert (tmp_path / "placement.png").stat().st_size > 1000
+    assert "recommended" in r.stdout
+
+
+@pytest.mark.slow
+def test_demo_writes_the_report(tmp_path, datasets):
+    r = run_cli("demo", "--data", str(datasets / "har" / "HAPT.tar.xz"), "--epochs", "2", "--exits-after", "2",
+                "--agreement-samples", "50", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert REPORT_KEYS <= set(report)
+    assert report["task"] == "har" and report["n_test"] == 2996
+    assert report["mac_ratio"] == pytest.approx(report["macs_mean"] / report["macs_no_exit"])
+    assert "MAC ratio" in r.stdout and (tmp_path / "export" / "pareto.png").is_file()
+
+
+def test_bad_inputs_give_one_clear_error(tmp_path, har_model):
+    assert_one_line_error(run_cli("train", "--data", str(tmp_path / "missing")), "HAR data not found")
+    assert_one_line_error(run_cli("export", str(tmp_path)), "missing model.keras")
+    assert_one_line_error(run_cli("calibrate", str(tmp_path)), "no manifest.json")
+    (tmp_path / "manifest.json").write_text("{not json")
+    assert_one_line_error(run_cli("evaluate", str(tmp_path)), "not valid JSON")
+    broken = tmp_path / "broken"
+    shutil.copytree(har_model[2], broken)
+    (broken / "stage_0.tflite").write_bytes(b"garbage")
+    assert_one_line_error(run_cli("evaluate", str(broken)), "does not match its sha256")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "model.keras").write_bytes(b"not a zip")
+    (tmp_path / "model" / "spec.json").write_text(json.dumps({"task": "har"}))
+    assert_one_line_error(run_cli("export", str(tmp_path / "model")), "malformed spec")
