@@ -82,7 +82,7 @@ def pareto_plot(rows, chosen, baseline, budget_pp, path: Path, macs_no_exit=None
     ax.set_ylabel("accuracy (%)")
     ax.set_title("early-exit accuracy vs cost")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

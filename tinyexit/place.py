@@ -98,7 +98,7 @@ def plot(result: dict, path: Path) -> None:
     ax.set_ylabel("accuracy (%)")
     ax.set_title(f"exit placement ({result['task']}), backbone {result['macs_no_exit']:,} MACs")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -41,7 +41,8 @@ def early_view_tie(model, spec: ModelSpec, tie_epochs: int):
 
 
 def train(spec: ModelSpec, data: Dataset, epochs: int = 40, batch_size: int = 64, learning_rate: float = 3e-3,
-          early_exit_weight: float = 0.3, weight_decay: float = 1e-3, seed: int = 0, verbose: int = 1, model=None):
+          early_exit_weight: float = 0.3, weight_decay: float = 1e-3, seed: int = 0, verbose: int = 1, model=None,
+          augment: bool = True):
     """Train (or continue training `model`) on data.train, validating on data.val. Returns the model."""
     import keras
 
@@ -63,9 +64,38 @@ def train(spec: ModelSpec, data: Dataset, epochs: int = 40, batch_size: int = 64
         callbacks.append(early_view_tie(model, spec, tie_epochs=int(0.8 * epochs)))
     # Keras maps dict targets to outputs by name only when there are several outputs
     targets = (lambda split: {n: split.y for n in names}) if len(names) > 1 else (lambda split: split.y)  # noqa: E731
-    model.fit(data.train.x, targets(data.train), validation_data=(data.val.x, targets(data.val)),
-              epochs=epochs, batch_size=batch_size, shuffle=True, verbose=verbose, callbacks=callbacks)
+    train_data = (data.train.x, targets(data.train))
+    if augment and data.augment is not None:
+        train_data = (AugmentedBatches(data, batch_size, seed, names),)
+    model.fit(*train_data, validation_data=(data.val.x, targets(data.val)), epochs=epochs,
+              batch_size=None if len(train_data) == 1 else batch_size, shuffle=True, verbose=verbose,
+              callbacks=callbacks)
     return model
+
+
+def AugmentedBatches(data: Dataset, batch_size: int, seed: int, names: list[str]):
+    """Shuffled training batches passed through the dataset's augmentation (seeded, so runs repeat)."""
+    import keras
+
+    class Batches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+            self.rng = np.random.default_rng(seed)
+            self.order = self.rng.permutation(len(data.train))
+
+        def __len__(self):
+            return int(np.ceil(len(data.train) / batch_size))
+
+        def __getitem__(self, i):
+            idx = self.order[i * batch_size:(i + 1) * batch_size]
+            x = data.augment(data.train.x[idx], self.rng)
+            y = data.train.y[idx]
+            return x, ({n: y for n in names} if len(names) > 1 else y)
+
+        def on_epoch_end(self):
+            self.order = self.rng.permutation(len(data.train))
+
+    return Batches()
 
 
 def predict_logits(model, x: np.ndarray, batch_size: int = 512) -> list[np.ndarray]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -32,6 +33,7 @@ class Dataset:
     val: Split
     test: Split
     preprocessing: dict = field(default_factory=dict)  # what turns raw data into `x` (goes in the manifest)
+    augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None  # training batches only
 
 
 def load(task: str, path: str | None = None) -> Dataset:

@@ -173,7 +173,27 @@ def load_har(path: str | Path | None = None) -> Dataset:
         "test_subjects": list(TEST_SUBJECTS),
         "validation_subjects": validation_subjects(train_subjects),
     }
-    return Dataset("har", CLASSES, split(train_mask), split(val_mask), split(test_mask), preprocessing)
+    return Dataset("har", CLASSES, split(train_mask), split(val_mask), split(test_mask), preprocessing,
+                   augment=lambda xb, rng: rotate_and_scale(xb, rng, mean, std))
+
+
+def rotate_and_scale(x: np.ndarray, rng: np.random.Generator, mean: np.ndarray, std: np.ndarray,
+                     max_degrees: float = 15.0, scale: float = 0.1) -> np.ndarray:
+    """Training augmentation: the phone sits a little differently on every subject. Rotate each window's
+    three sensor triplets by one small random rotation and scale its amplitude, in physical units."""
+    n = len(x)
+    raw = x[:, :, 0, :] * std + mean  # (N, T, 9)
+    axis = rng.normal(size=(n, 3))
+    axis /= np.linalg.norm(axis, axis=1, keepdims=True)
+    angle = np.radians(rng.uniform(-max_degrees, max_degrees, n))
+    k = np.zeros((n, 3, 3))  # Rodrigues: R = I + sin(a) K + (1 - cos(a)) K^2
+    k[:, 0, 1], k[:, 0, 2], k[:, 1, 2] = -axis[:, 2], axis[:, 1], -axis[:, 0]
+    k -= k.transpose(0, 2, 1)
+    rot = np.eye(3) + np.sin(angle)[:, None, None] * k + (1 - np.cos(angle))[:, None, None] * (k @ k)
+    gain = rng.uniform(1 - scale, 1 + scale, (n, 1, 1))
+    triplets = raw.reshape(n, -1, 3, 3)  # (N, T, sensor, axis)
+    out = np.einsum("nij,ntsj->ntsi", rot, triplets) * gain[..., None]
+    return (((out.reshape(n, -1, 9) - mean) / std)[:, :, None, :]).astype(np.float32)
 
 
 def describe(ds: Dataset) -> str:
