@@ -90,3 +90,17 @@ def test_corrupt_archive_is_one_clear_error(datasets, tmp_path):
     with pytest.raises(TinyexitError, match="cannot read archive|missing|no RawData"):
         har_mod.load_windows(broken)
     shutil.rmtree(tmp_path)
+
+
+def test_augmentation_follows_subsets_and_keeps_shapes(har):
+    small = har.train.subset(10, seed=1)
+    idx = np.array([0, 3, 7])
+    mean = np.asarray(har.preprocessing["normalize"]["mean"])
+    std = np.asarray(har.preprocessing["normalize"]["std"])
+    got = small.augment(idx, np.random.default_rng(5))
+    want = har_mod.rotate_and_scale(small.x[idx], np.random.default_rng(5), mean, std)
+    assert got.shape == (3, 128, 1, 9) and np.allclose(got, want, atol=1e-5)
+    assert not np.allclose(got, small.x[idx], atol=1e-3)
+    # no rotation and no gain is the identity: the transform itself adds nothing
+    assert np.allclose(har_mod.rotate_and_scale(small.x[idx], np.random.default_rng(0), mean, std, 0, 0),
+                       small.x[idx], atol=1e-5)

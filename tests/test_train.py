@@ -7,7 +7,7 @@ from tinyexit.train import predict_logits, train
 
 def _small(har) -> Dataset:
     return Dataset(har.task, har.classes, har.train.subset(600), har.val.subset(200), har.test.subset(200),
-                   har.preprocessing, har.augment)
+                   har.preprocessing)
 
 
 def test_a_seed_repeats_a_run_exactly(har):

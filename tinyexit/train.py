@@ -65,7 +65,7 @@ def train(spec: ModelSpec, data: Dataset, epochs: int = 40, batch_size: int = 64
     # Keras maps dict targets to outputs by name only when there are several outputs
     targets = (lambda split: {n: split.y for n in names}) if len(names) > 1 else (lambda split: split.y)  # noqa: E731
     train_data = (data.train.x, targets(data.train))
-    if augment and data.augment is not None:
+    if augment and data.train.augment is not None:
         train_data = (AugmentedBatches(data, batch_size, seed, names),)
     model.fit(*train_data, validation_data=(data.val.x, targets(data.val)), epochs=epochs,
               batch_size=None if len(train_data) == 1 else batch_size, shuffle=True, verbose=verbose,
@@ -88,7 +88,7 @@ def AugmentedBatches(data: Dataset, batch_size: int, seed: int, names: list[str]
 
         def __getitem__(self, i):
             idx = self.order[i * batch_size:(i + 1) * batch_size]
-            x = data.augment(data.train.x[idx], self.rng)
+            x = data.train.augment(idx, self.rng)
             y = data.train.y[idx]
             return x, ({n: y for n in names} if len(names) > 1 else y)
 

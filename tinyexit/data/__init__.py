@@ -13,16 +13,19 @@ class Split:
     x: np.ndarray  # float32, model input layout (N, H, W, C)
     y: np.ndarray  # int64 class indices
     groups: np.ndarray  # subject / speaker id per sample
+    # training-time augmentation: (sample indices, rng) -> augmented inputs for those samples
+    augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.y)
 
     def subset(self, n: int, seed: int = 0) -> "Split":
-        """A class-stratified-by-chance random subset of at most n samples (for quick runs)."""
+        """A random subset of at most n samples (for quick runs); augmentation follows the samples."""
         if n >= len(self):
             return self
         idx = np.sort(np.random.default_rng(seed).choice(len(self), n, replace=False))
-        return Split(self.x[idx], self.y[idx], self.groups[idx])
+        augment = None if self.augment is None else (lambda i, rng: self.augment(idx[i], rng))
+        return Split(self.x[idx], self.y[idx], self.groups[idx], augment)
 
 
 @dataclass
@@ -33,7 +36,6 @@ class Dataset:
     val: Split
     test: Split
     preprocessing: dict = field(default_factory=dict)  # what turns raw data into `x` (goes in the manifest)
-    augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None  # training batches only
 
 
 def load(task: str, path: str | None = None) -> Dataset:
@@ -41,6 +43,10 @@ def load(task: str, path: str | None = None) -> Dataset:
         from tinyexit.data.har import load_har
 
         return load_har(path)
+    if task == "kws":
+        from tinyexit.data.kws import load_kws
+
+        return load_kws(path)
     from tinyexit.errors import TinyexitError
 
-    raise TinyexitError(f"unknown task '{task}' (known: har)")
+    raise TinyexitError(f"unknown task '{task}' (known: har, kws)")

@@ -161,6 +161,9 @@ def load_har(path: str | Path | None = None) -> Dataset:
         xs = ((x[mask] - mean) / std).astype(np.float32)[:, :, None, :]
         return Split(xs, y[mask], subject[mask])
 
+    train = split(train_mask)
+    train.augment = lambda idx, rng: rotate_and_scale(train.x[idx], rng, mean, std)
+
     preprocessing = {
         "kind": "har_windows",
         "source": "UCI HAPT RawData (acc in g, gyro in rad/s, 50 Hz)",
@@ -173,8 +176,7 @@ def load_har(path: str | Path | None = None) -> Dataset:
         "test_subjects": list(TEST_SUBJECTS),
         "validation_subjects": validation_subjects(train_subjects),
     }
-    return Dataset("har", CLASSES, split(train_mask), split(val_mask), split(test_mask), preprocessing,
-                   augment=lambda xb, rng: rotate_and_scale(xb, rng, mean, std))
+    return Dataset("har", CLASSES, train, split(val_mask), split(test_mask), preprocessing)
 
 
 def rotate_and_scale(x: np.ndarray, rng: np.random.Generator, mean: np.ndarray, std: np.ndarray,
