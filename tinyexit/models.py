@@ -74,13 +74,26 @@ def har_blocks() -> list[Block]:
     ]
 
 
+def kws_blocks() -> list[Block]:
+    """MLPerf Tiny's DS-CNN for keyword spotting: a 10x4 stride-2 convolution, four 3x3 DS blocks."""
+    return [Block("conv", 64, (10, 4), (2, 2))] + [Block("ds", 64, (3, 3), (1, 1)) for _ in range(4)]
+
+
+# task -> (backbone, default early exits (1-based blocks), exit head kernel)
+BACKBONES = {
+    "har": (har_blocks, [2], (5, 1)),
+    "kws": (kws_blocks, [3], (3, 3)),  # T-RECX: after the 2nd depthwise-separable block
+}
+
+
 def default_spec(task: str, classes: list[str], input_shape, preprocessing: dict | None = None,
                  exits_after: list[int] | None = None) -> ModelSpec:
-    if task != "har":
-        raise TinyexitError(f"no default backbone for task '{task}'")
-    return ModelSpec(task, list(classes), tuple(input_shape), har_blocks(),
-                     exits_after=list(exits_after) if exits_after else [2],
-                     preprocessing=preprocessing or {})
+    if task not in BACKBONES:
+        raise TinyexitError(f"no default backbone for task '{task}' (known: {', '.join(BACKBONES)})")
+    blocks, default_exits, exit_kernel = BACKBONES[task]
+    return ModelSpec(task, list(classes), tuple(input_shape), blocks(),
+                     exits_after=list(exits_after) if exits_after else list(default_exits),
+                     exit_kernel=exit_kernel, preprocessing=preprocessing or {})
 
 
 def _conv_bn_relu(x, layers, filters, kernel, stride, name):

@@ -22,13 +22,21 @@ def load_data(task: str, path: str | None) -> Dataset:
     return data_mod.load(task, path)
 
 
+def keras_verbosity() -> int:
+    """Live progress bars on a terminal, one line per epoch in logs and CI."""
+    import sys
+
+    return 1 if sys.stdout.isatty() else 2
+
+
 def train(ds: Dataset, out_dir: Path, exits_after: list[int] | None = None, epochs: int = DEFAULT_EPOCHS,
-          early_exit_weight: float = 0.3, seed: int = 0, verbose: int = 1):
+          early_exit_weight: float = 0.3, seed: int = 0, verbose: int | None = None):
     from tinyexit.train import train as fit
 
     spec = models.default_spec(ds.task, ds.classes, ds.train.x.shape[1:], ds.preprocessing, exits_after)
     spec.validate()
-    model = fit(spec, ds, epochs=epochs, early_exit_weight=early_exit_weight, seed=seed, verbose=verbose)
+    model = fit(spec, ds, epochs=epochs, early_exit_weight=early_exit_weight, seed=seed,
+                verbose=keras_verbosity() if verbose is None else verbose)
     models.save(model, spec, out_dir)
     return model, spec
 

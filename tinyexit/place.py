@@ -20,14 +20,16 @@ from tinyexit.data import Dataset
 
 
 def analyse(ds: Dataset, out_dir: Path, epochs: int = 30, head_epochs: int = 15, budget_pp: float = 1.0,
-            seed: int = 0, verbose: int = 1) -> dict:
+            seed: int = 0, verbose: int | None = None) -> dict:
     from tinyexit.calibrate import choose, sweep
+    from tinyexit.pipeline import keras_verbosity
     from tinyexit.export import export, macs_of
     from tinyexit.reference import all_exit_logits, quantize_input
     from tinyexit.train import train
 
     base = models.default_spec(ds.task, ds.classes, ds.train.x.shape[1:], ds.preprocessing)
     candidates = list(range(1, len(base.blocks)))
+    verbose = keras_verbosity() if verbose is None else verbose
     backbone_spec = replace(base, exits_after=[], early_view_assist=False)
     backbone = train(backbone_spec, ds, epochs=epochs, seed=seed, verbose=verbose)
 

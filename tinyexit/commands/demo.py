@@ -4,6 +4,9 @@ from pathlib import Path
 
 from tinyexit.commands import add_data_arguments, add_seed_argument
 
+# where the literature already placed the exit, the demo follows it instead of searching
+FIXED_PLACEMENT = {"kws": [3]}  # T-RECX: after DS-CNN's 2nd depthwise-separable block
+
 HELP = ("run everything on a task with defaults: placement analysis, training, int8 export, calibration, "
         "evaluation on the official test split; prints a table and writes DIR/report.json")
 
@@ -31,7 +34,7 @@ def run(args) -> int:
     print(f"{args.task}: {len(ds.train)} train / {len(ds.val)} validation / {len(ds.test)} test samples")
 
     placement = None
-    exits_after = args.exits_after
+    exits_after = args.exits_after or FIXED_PLACEMENT.get(args.task)
     if not exits_after:
         print("[1/5] exit placement analysis")
         placement = place.analyse(ds, out / "place", epochs=epochs, head_epochs=max(1, epochs // 2),

@@ -11,7 +11,7 @@ HELP = ("quantize a trained model to full int8 and export one TFLite Micro .tfli
 def add_arguments(p) -> None:
     p.add_argument("model", metavar="MODEL_DIR", help="folder with model.keras + spec.json (from `tinyexit train`)")
     add_data_arguments(p)
-    p.add_argument("--out", default="out/har/export", metavar="DIR", help="output folder (default: out/har/export)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: out/<task>/export)")
     add_seed_argument(p)
 
 
@@ -20,8 +20,9 @@ def run(args) -> int:
 
     model, spec = models.load(args.model)
     ds = pipeline.load_data(spec.task, args.data)
-    manifest = pipeline.export(model, spec, ds, Path(args.out), args.seed)
+    out = Path(args.out or f"out/{spec.task}/export")
+    manifest = pipeline.export(model, spec, ds, out, args.seed)
     for s in manifest["stages"]:
-        print(f"{args.out}/{s['file']}: {s['macs']:,} MACs, weights {s['weight_bytes']}")
-    print(f"{args.out}/manifest.json (thresholds not calibrated yet: run `tinyexit calibrate {args.out}`)")
+        print(f"{out}/{s['file']}: {s['macs']:,} MACs, weights {s['weight_bytes']}")
+    print(f"{out}/manifest.json (thresholds not calibrated yet: run `tinyexit calibrate {out}`)")
     return 0

@@ -10,7 +10,7 @@ HELP = ("exit placement analysis: accuracy an exit reaches after each block vs t
 
 def add_arguments(p) -> None:
     add_data_arguments(p)
-    p.add_argument("--out", default="out/har/place", metavar="DIR", help="output folder (default: out/har/place)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: out/<task>/place)")
     p.add_argument("--epochs", type=int, default=30, help="backbone training epochs (default 30)")
     p.add_argument("--head-epochs", type=int, default=15, help="exit head training epochs (default 15)")
     p.add_argument("--budget-pp", type=float, default=1.0, help="accuracy budget for the projection (default 1)")
@@ -20,10 +20,11 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from tinyexit import pipeline, place
 
+    out = Path(args.out or f"out/{args.task}/place")
     ds = pipeline.load_data(args.task, args.data)
-    result = place.analyse(ds, Path(args.out), args.epochs, args.head_epochs, args.budget_pp, args.seed)
-    pipeline.write_json(Path(args.out) / "placement.json", result)
+    result = place.analyse(ds, out, args.epochs, args.head_epochs, args.budget_pp, args.seed)
+    pipeline.write_json(out / "placement.json", result)
     print(place.table(result))
-    print(f"wrote {args.out}/placement.json and {args.out}/placement.png "
-          f"(use it with `tinyexit train --placement {args.out}/placement.json`)")
+    print(f"wrote {out}/placement.json and {out}/placement.png "
+          f"(use it with `tinyexit train --placement {out}/placement.json`)")
     return 0

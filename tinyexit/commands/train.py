@@ -9,7 +9,7 @@ HELP = "train an early-exit CNN (joint loss over all exits) and save model.keras
 
 def add_arguments(p) -> None:
     add_data_arguments(p)
-    p.add_argument("--out", default="out/har/model", metavar="DIR", help="output folder (default: out/har/model)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: out/<task>/model)")
     p.add_argument("--exits-after", type=int, nargs="+", metavar="BLOCK",
                    help="1-based blocks followed by an early exit (default: 2)")
     p.add_argument("--placement", metavar="JSON", help="placement.json from `tinyexit place`: use its recommendation")
@@ -34,8 +34,8 @@ def exits_from(args):
 def run(args) -> int:
     from tinyexit import pipeline
 
+    out = Path(args.out or f"out/{args.task}/model")
     ds = pipeline.load_data(args.task, args.data)
-    pipeline.train(ds, Path(args.out), exits_from(args), args.epochs or pipeline.DEFAULT_EPOCHS,
-                   args.early_exit_weight, args.seed)
-    print(f"saved {args.out}/model.keras and {args.out}/spec.json")
+    pipeline.train(ds, out, exits_from(args), args.epochs or pipeline.DEFAULT_EPOCHS, args.early_exit_weight, args.seed)
+    print(f"saved {out}/model.keras and {out}/spec.json")
     return 0
