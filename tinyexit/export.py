@@ -22,7 +22,9 @@ from tinyexit.tflite_graph import Graph, extract, signature_outputs
 
 
 def default_cuts(spec: ModelSpec) -> list[tuple[str, str]]:
-    """(cut layer, exit logits layer) per early exit, by the builder's naming."""
+    """(cut layer, exit logits layer) per early exit: the retrofit's, or by the builder's naming."""
+    if spec.cuts:
+        return [tuple(c) for c in spec.cuts]
     return [(f"block{b}", f"exit{j}") for j, b in enumerate(spec.exits_after)]
 
 

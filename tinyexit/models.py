@@ -40,6 +40,12 @@ class ModelSpec:
     dropout: float = 0.3
     input_noise: float = 0.1  # std of Gaussian noise added to the (normalized) input while training
     preprocessing: dict = field(default_factory=dict)
+    # retrofitted models (no `blocks`): (cut layer, exit head) pairs in the pretrained network
+    cuts: list[list[str]] | None = None
+
+    @property
+    def n_exits(self) -> int:
+        return len(self.cuts) if self.cuts else len(self.exits_after)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -50,9 +56,12 @@ class ModelSpec:
         d["blocks"] = [Block(b["kind"], b["filters"], tuple(b["kernel"]), tuple(b["stride"])) for b in d["blocks"]]
         d["input_shape"] = tuple(d["input_shape"])
         d["exit_kernel"] = tuple(d["exit_kernel"])
+        d.setdefault("cuts", None)
         return cls(**d)
 
     def validate(self) -> None:
+        if self.cuts:
+            return
         for b in self.exits_after:
             if not 1 <= b < len(self.blocks):
                 raise TinyexitError(f"exit after block {b}: choose 1..{len(self.blocks) - 1} "
@@ -108,7 +117,7 @@ def _dw_bn_relu(x, layers, kernel, stride, name):
     return layers.ReLU(name=f"{name}_dwrelu")(x)
 
 
-def _exit_head(x, layers, spec: ModelSpec, j: int):
+def exit_head(x, layers, spec: ModelSpec, j: int):
     """T-RECX exit: pointwise -> depthwise -> global average pool -> dense logits."""
     x = _conv_bn_relu(x, layers, spec.exit_width, (1, 1), (1, 1), f"exit{j}_pw")
     x = _dw_bn_relu(x, layers, spec.exit_kernel, (1, 1), f"exit{j}")
@@ -134,7 +143,7 @@ def build(spec: ModelSpec):
         else:
             raise TinyexitError(f"unknown block kind '{b.kind}'")
         if i in spec.exits_after:
-            exits.append(_exit_head(x, layers, spec, len(exits)))
+            exits.append(exit_head(x, layers, spec, len(exits)))
     pooled = layers.GlobalAveragePooling2D(name="final_gap")(x)
     if spec.early_view_assist and spec.exits_after:
         # A depthwise view of the final features, tied to the last early exit's depthwise weights for
@@ -156,7 +165,7 @@ def backbone_only(spec: ModelSpec):
 
 
 def output_names(spec: ModelSpec) -> list[str]:
-    return [f"exit{j}" for j in range(len(spec.exits_after))] + ["final"]
+    return [f"exit{j}" for j in range(spec.n_exits)] + ["final"]
 
 
 def save(model, spec: ModelSpec, directory: str | Path) -> Path:

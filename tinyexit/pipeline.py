@@ -41,11 +41,14 @@ def train(ds: Dataset, out_dir: Path, exits_after: list[int] | None = None, epoc
     return model, spec
 
 
-def export(model, spec, ds: Dataset, out_dir: Path, seed: int = 0) -> dict:
+def export(model, spec, ds: Dataset, out_dir: Path, seed: int = 0, macs_no_exit: int | None = None) -> dict:
+    """int8 stages + manifest; `macs_no_exit` defaults to the spec's backbone built without exits."""
     from tinyexit.export import export as write_stages, macs_of
 
     representative = ds.train.subset(REPRESENTATIVE_SAMPLES, seed).x
-    return write_stages(model, spec, representative, out_dir, macs_no_exit=macs_of(models.backbone_only(spec)))
+    if macs_no_exit is None:
+        macs_no_exit = macs_of(models.backbone_only(spec))
+    return write_stages(model, spec, representative, out_dir, macs_no_exit=macs_no_exit)
 
 
 def check_input(manifest: dict, split: Split) -> None:

@@ -47,6 +47,10 @@ def load(task: str, path: str | None = None) -> Dataset:
         from tinyexit.data.kws import load_kws
 
         return load_kws(path)
+    if task == "vww":
+        from tinyexit.data.vww import load_vww
+
+        return load_vww(path)
     from tinyexit.errors import TinyexitError
 
-    raise TinyexitError(f"unknown task '{task}' (known: har, kws)")
+    raise TinyexitError(f"unknown task '{task}' (known: har, kws, vww)")
