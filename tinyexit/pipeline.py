@@ -142,3 +142,62 @@ class Stopwatch:
 
     def seconds(self) -> float:
         return round(time.time() - self.start, 1)
+
+
+def finish(model, spec, ds: Dataset, out: Path, budget_pp: float = 1.0, seed: int = 0,
+           agreement_samples: int = 300, clock: Stopwatch | None = None, macs_no_exit: int | None = None,
+           extra: dict | None = None, step: int = 3, steps: int = 5) -> dict:
+    """The common tail of every run: int8 export, calibration on validation, evaluation on test,
+    report.json. Returns the report."""
+    from tinyexit.report import demo_table
+
+    clock = clock or Stopwatch()
+    print(f"[{step}/{steps}] int8 export")
+    export(model, spec, ds, out / "export", seed, macs_no_exit=macs_no_exit)
+    print(f"[{step + 1}/{steps}] calibration on the validation split")
+    calibration = calibrate(out / "export", ds, budget_pp)
+    print(f"[{step + 2}/{steps}] evaluation on the test split (TFLite Micro)")
+    metrics = evaluate(out / "export", ds.test)
+    manifest = mf.read(out / "export")
+    report = {
+        "task": ds.task,
+        "n_test": len(ds.test),
+        **float_metrics(model, ds.test, manifest),
+        **{k: v for k, v in metrics.items() if k != "n"},
+        **(extra or {}),
+        "parameters": int(model.count_params()),
+        "stage_macs": [s["macs"] for s in manifest["stages"]],
+        "weight_bytes": {k: sum(s["weight_bytes"].get(k, 0) for s in manifest["stages"]) for k in ("int8", "bias")},
+        "validation": {"n": len(ds.val), "final_only_accuracy": calibration["final_only_accuracy"],
+                       "early_exit_accuracy": calibration["chosen"]["accuracy"],
+                       "macs_mean": calibration["chosen"]["macs_mean"]},
+        "interpreter_agreement": interpreter_agreement(out / "export", ds.test.subset(agreement_samples, seed)),
+        "seed": seed,
+        "seconds": clock.seconds(),
+    }
+    write_json(out / "report.json", report)
+    print(demo_table(report))
+    return report
+
+
+def retrofit(pretrained_path: Path, ds: Dataset, out: Path, after: list[str] | None = None, epochs: int = 40,
+             budget_pp: float = 1.0, seed: int = 0, agreement_samples: int = 300) -> dict:
+    """Freeze a pretrained model, train T-RECX heads at the chosen layers, then export, calibrate, report."""
+    from tinyexit import retrofit as rf
+    from tinyexit.export import macs_of
+    from tinyexit.train import train as fit
+
+    clock = Stopwatch()
+    pretrained = rf.load_pretrained(pretrained_path)
+    check_input({"input": {"shape": [1, *pretrained.inputs[0].shape[1:]]}}, ds.train)
+    macs_no_exit = macs_of(pretrained)
+    print("[1/6] the pretrained model quantized to int8 as is (no exits), on the test split")
+    pretrained_int8 = rf.int8_accuracy(pretrained, ds.train.subset(REPRESENTATIVE_SAMPLES, seed).x, ds.test.x, ds.test.y)
+    cuts = rf.choose_cuts(pretrained, after)
+    print(f"[2/6] training exit heads after {cuts} (backbone frozen)")
+    model, spec = rf.attach_exits(pretrained, cuts, ds.task, ds.classes, ds.preprocessing)
+    model = fit(spec, ds, epochs=epochs, early_exit_weight=1.0, seed=seed, verbose=keras_verbosity(), model=model)
+    models.save(model, spec, out / "model")
+    return finish(model, spec, ds, out, budget_pp, seed, agreement_samples, clock, macs_no_exit,
+                  extra={"pretrained": str(pretrained_path), "cuts": cuts, "int8_pretrained_accuracy": pretrained_int8,
+                         "epochs": epochs}, step=4, steps=6)

@@ -33,11 +33,16 @@ class StageInterpreter:
         if backend == "tflm":
             from tflite_micro.python.tflite_micro import runtime
 
+            from tinyexit.tflite_graph import Graph
+
+            graph = Graph(model_bytes, name)
+            # room for every activation at once plus TFLM's own bookkeeping: generous, never too small
+            arena = 2 * sum(t.nbytes for t in graph.tensors if not t.is_constant) + 64 * 1024
             try:
-                self._it = runtime.Interpreter.from_bytes(model_bytes)
+                self._it = runtime.Interpreter.from_bytes(model_bytes, arena_size=arena)
             except Exception as err:  # the binding raises RuntimeError with TFLM's log
                 raise TinyexitError(f"{name}: TFLite Micro cannot load it ({str(err).strip()[:200]})") from None
-            self.n_outputs = len(_outputs_of(model_bytes))
+            self.n_outputs = len(graph.outputs)
         elif backend in ("litert", "litert-ref"):
             from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
@@ -60,12 +65,6 @@ class StageInterpreter:
         self._it.set_tensor(self._in, x)
         self._it.invoke()
         return [np.array(self._it.get_tensor(i)) for i in self._outs]
-
-
-def _outputs_of(model_bytes: bytes) -> list[int]:
-    from tinyexit.tflite_graph import Graph
-
-    return Graph(model_bytes).outputs
 
 
 def load_stages(manifest: dict, backend: str = "tflm") -> list[StageInterpreter]:

@@ -1,7 +1,7 @@
 """One module per `tinyexit` subcommand: HELP, add_arguments(parser), run(args) -> exit code."""
 
 
-def add_data_arguments(parser, task_choices=("har", "kws")) -> None:
+def add_data_arguments(parser, task_choices=("har", "kws", "vww")) -> None:
     parser.add_argument("--task", default="har", choices=task_choices, help="task (default: har)")
     parser.add_argument("--data", metavar="PATH",
                         help="dataset in its official layout (folder or archive); default: "

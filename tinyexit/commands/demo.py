@@ -7,6 +7,16 @@ from tinyexit.commands import add_data_arguments, add_seed_argument
 # where the literature already placed the exit, the demo follows it instead of searching
 FIXED_PLACEMENT = {"kws": [3]}  # T-RECX: after DS-CNN's 2nd depthwise-separable block
 
+
+def _vww_pretrained():
+    from tinyexit.paths import shared_datasets
+
+    return shared_datasets() / "models" / "mlperf_vww_96_float.h5"
+
+
+# tasks whose demo retrofits exits onto a pretrained model instead of training from scratch
+PRETRAINED = {"vww": _vww_pretrained}  # MLPerf Tiny's MobileNetV1 0.25, trained on the full VWW set
+
 HELP = ("run everything on a task with defaults: placement analysis, training, int8 export, calibration, "
         "evaluation on the official test split; prints a table and writes DIR/report.json")
 
@@ -25,13 +35,17 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from tinyexit import pipeline, place
-    from tinyexit.report import demo_table
 
     clock = pipeline.Stopwatch()
     out = Path(args.out or f"out/{args.task}")
     epochs = args.epochs or pipeline.DEFAULT_EPOCHS
     ds = pipeline.load_data(args.task, args.data)
     print(f"{args.task}: {len(ds.train)} train / {len(ds.val)} validation / {len(ds.test)} test samples")
+    if args.task in PRETRAINED:
+        pipeline.retrofit(PRETRAINED[args.task](), ds, out, epochs=epochs, budget_pp=args.budget_pp,
+                          seed=args.seed, agreement_samples=args.agreement_samples)
+        print(f"wrote {out}/report.json; plot: {out}/export/pareto.png")
+        return 0
 
     placement = None
     exits_after = args.exits_after or FIXED_PLACEMENT.get(args.task)
@@ -44,37 +58,9 @@ def run(args) -> int:
         exits_after = placement["recommended_exits_after"]
     print(f"[2/5] training with exits after block(s) {exits_after}")
     model, spec = pipeline.train(ds, out / "model", exits_after, epochs, seed=args.seed)
-    print("[3/5] int8 export")
-    pipeline.export(model, spec, ds, out / "export", args.seed)
-    print("[4/5] calibration on the validation split")
-    calibration = pipeline.calibrate(out / "export", ds, args.budget_pp)
-    print("[5/5] evaluation on the test split (TFLite Micro)")
-    metrics = pipeline.evaluate(out / "export", ds.test)
-    from tinyexit import manifest as mf
-
-    manifest = mf.read(out / "export")
-    report = {
-        "task": args.task,
-        "n_test": len(ds.test),
-        **pipeline.float_metrics(model, ds.test, manifest),
-        **{k: v for k, v in metrics.items() if k != "n"},
-        "exits_after": exits_after,
-        "parameters": int(model.count_params()),
-        "stage_macs": [s["macs"] for s in manifest["stages"]],
-        "weight_bytes": {k: sum(s["weight_bytes"].get(k, 0) for s in manifest["stages"])
-                         for k in ("int8", "bias")},
-        "validation": {"n": len(ds.val), "final_only_accuracy": calibration["final_only_accuracy"],
-                       "early_exit_accuracy": calibration["chosen"]["accuracy"],
-                       "macs_mean": calibration["chosen"]["macs_mean"]},
-        "interpreter_agreement": pipeline.interpreter_agreement(out / "export",
-                                                                ds.test.subset(args.agreement_samples, args.seed)),
-        "placement": placement["candidates"] if placement else None,
-        "epochs": epochs,
-        "seed": args.seed,
-        "seconds": clock.seconds(),
-    }
-    pipeline.write_json(out / "report.json", report)
-    print(demo_table(report))
+    pipeline.finish(model, spec, ds, out, args.budget_pp, args.seed, args.agreement_samples, clock,
+                    extra={"exits_after": exits_after, "epochs": epochs,
+                           "placement": placement["candidates"] if placement else None})
     print(f"wrote {out}/report.json; plots: {out}/export/pareto.png" +
           (f", {out}/place/placement.png" if placement else ""))
     return 0

@@ -1,0 +1,84 @@
+"""Retrofitting exits onto pretrained Keras CNNs of two different architectures."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.conftest import assert_one_line_error, run_cli
+from tinyexit import retrofit
+
+
+@pytest.fixture(scope="module")
+def mobilenet_path(datasets):
+    return datasets / "models" / "mlperf_vww_96_float.h5"
+
+
+def test_finds_the_separable_blocks_of_mobilenet(mobilenet_path):
+    model = retrofit.load_pretrained(mobilenet_path)
+    blocks = retrofit.separable_block_outputs(model)
+    assert len(blocks) == 13  # MobileNetV1 has 13 depthwise-separable blocks
+    assert retrofit.choose_cuts(model, None) == [blocks[2]]
+    assert model.get_layer(blocks[2]).output.shape[1:] == (24, 24, 32)
+
+
+def _tiny_resnet(path):
+    """A small residual CNN (ADD joins, no separable blocks): a second architecture to retrofit."""
+    import keras
+    from keras import layers
+
+    inp = keras.Input((96, 96, 3))
+    x = layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(inp)
+    for i, width in enumerate((8, 16)):
+        y = layers.Conv2D(width, 3, padding="same", activation="relu", name=f"res{i}_a")(x)
+        y = layers.Conv2D(width, 3, padding="same", name=f"res{i}_b")(y)
+        if x.shape[-1] != width:
+            x = layers.Conv2D(width, 1, name=f"res{i}_skip")(x)
+        x = layers.ReLU(name=f"res{i}_out")(layers.Add(name=f"res{i}_add")([x, y]))
+        x = layers.MaxPooling2D(2, name=f"res{i}_pool")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    out = layers.Dense(2, activation="softmax")(x)
+    keras.utils.set_random_seed(0)
+    model = keras.Model(inp, out)
+    model.save(path)
+    return path
+
+
+@pytest.mark.slow
+def test_retrofit_a_residual_network_from_the_command_line(tmp_path, datasets):
+    path = _tiny_resnet(tmp_path / "resnet.keras")
+    r = run_cli("retrofit", str(path), "--task", "vww", "--data", str(datasets / "vww" / "mlperf_vww01.tar.xz"),
+                "--after", "res0_out", "--epochs", "1", "--agreement-samples", "20", "--out", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["cuts"] == ["res0_out"] and report["n_test"] == 300
+    assert 0 <= report["int8_pretrained_accuracy"] <= 1 and 0 < report["mac_ratio"] < 1.5
+    manifest = json.loads((tmp_path / "out" / "export" / "manifest.json").read_text())
+    assert len(manifest["stages"]) == 2
+    ops = {l["op"] for l in manifest["layers"]}
+    assert "ADD" in ops and "MAX_POOL_2D" in ops
+
+
+@pytest.mark.slow
+def test_retrofit_mobilenet_keeps_the_pretrained_weights(tmp_path, mobilenet_path, har):
+    from tinyexit.data import load
+    from tinyexit.train import predict_logits, train
+
+    ds = load("vww")
+    pretrained = retrofit.load_pretrained(mobilenet_path)
+    before = [w.copy() for w in pretrained.get_weights()]
+    model, spec = retrofit.attach_exits(pretrained, retrofit.choose_cuts(pretrained, None), "vww", ds.classes,
+                                        ds.preprocessing)
+    model = train(spec, ds, epochs=1, verbose=0, model=model, early_exit_weight=1.0)
+    after = pretrained.get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+    final = predict_logits(model, ds.test.x[:16])[-1]
+    assert np.allclose(final, pretrained.predict(ds.test.x[:16], verbose=0), atol=1e-5)
+
+
+def test_bad_pretrained_inputs_give_one_clear_error(tmp_path, mobilenet_path, datasets):
+    assert_one_line_error(run_cli("retrofit", str(tmp_path / "none.h5"), "--task", "vww"), "pretrained model not found")
+    (tmp_path / "bad.h5").write_bytes(b"not hdf5")
+    assert_one_line_error(run_cli("retrofit", str(tmp_path / "bad.h5"), "--task", "vww"), "cannot load Keras model")
+    assert_one_line_error(run_cli("retrofit", str(mobilenet_path), "--task", "vww", "--after", "nope"),
+                          "no layer named 'nope'")
