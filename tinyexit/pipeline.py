@@ -42,12 +42,17 @@ def train(ds: Dataset, out_dir: Path, exits_after: list[int] | None = None, epoc
 
 
 def export(model, spec, ds: Dataset, out_dir: Path, seed: int = 0, macs_no_exit: int | None = None) -> dict:
-    """int8 stages + manifest; `macs_no_exit` defaults to the spec's backbone built without exits."""
+    """int8 stages + manifest; `macs_no_exit` defaults to the network without exits: the spec's backbone
+    built bare, or for a retrofit the pretrained path to the final output."""
+    import keras
+
     from tinyexit.export import export as write_stages, macs_of
 
     representative = ds.train.subset(REPRESENTATIVE_SAMPLES, seed).x
     if macs_no_exit is None:
-        macs_no_exit = macs_of(models.backbone_only(spec))
+        bare = (keras.Model(model.inputs, model.get_layer("final").output) if spec.cuts
+                else models.backbone_only(spec))
+        macs_no_exit = macs_of(bare)
     return write_stages(model, spec, representative, out_dir, macs_no_exit=macs_no_exit)
 
 
@@ -181,23 +186,37 @@ def finish(model, spec, ds: Dataset, out: Path, budget_pp: float = 1.0, seed: in
 
 
 def retrofit(pretrained_path: Path, ds: Dataset, out: Path, after: list[str] | None = None, epochs: int = 40,
-             budget_pp: float = 1.0, seed: int = 0, agreement_samples: int = 300) -> dict:
-    """Freeze a pretrained model, train T-RECX heads at the chosen layers, then export, calibrate, report."""
+             budget_pp: float = 1.0, seed: int = 0, agreement_samples: int = 300, search: bool = False) -> dict:
+    """Freeze a pretrained model, train T-RECX heads at the chosen layers, then export, calibrate, report.
+    `search`: choose the layer with the placement analysis instead of `after` / the T-RECX default."""
     from tinyexit import retrofit as rf
-    from tinyexit.export import macs_of
     from tinyexit.train import train as fit
 
     clock = Stopwatch()
     pretrained = rf.load_pretrained(pretrained_path)
     check_input({"input": {"shape": [1, *pretrained.inputs[0].shape[1:]]}}, ds.train)
-    macs_no_exit = macs_of(pretrained)
-    print("[1/6] the pretrained model quantized to int8 as is (no exits), on the test split")
+    print("[1/7] the pretrained model quantized to int8 as is (no exits), on the test split")
     pretrained_int8 = rf.int8_accuracy(pretrained, ds.train.subset(REPRESENTATIVE_SAMPLES, seed).x, ds.test.x, ds.test.y)
-    cuts = rf.choose_cuts(pretrained, after)
-    print(f"[2/6] training exit heads after {cuts} (backbone frozen)")
-    model, spec = rf.attach_exits(pretrained, cuts, ds.task, ds.classes, ds.preprocessing)
-    model = fit(spec, ds, epochs=epochs, early_exit_weight=1.0, seed=seed, verbose=keras_verbosity(), model=model)
+    placement = None
+    if search:
+        from tinyexit import place
+
+        print("[2/7] exit placement analysis over the separable blocks (backbone frozen), heads trained together")
+        placement, heads = place.analyse(ds, out / "place", head_epochs=epochs, budget_pp=budget_pp, seed=seed,
+                                         pretrained=pretrained)
+        write_json(out / "place" / "placement.json", placement)
+        print(place.table(placement))
+        best = next(r for r in placement["candidates"] if r["cut"] == placement["recommended_cut"])
+        print(f"[3/7] keeping the head measured after {best['cut']}")
+        model, spec = place.single_exit(heads, best)
+        cuts = [best["cut"]]
+    else:
+        cuts = rf.choose_cuts(pretrained, after)
+        print(f"[3/7] training exit heads after {cuts} (backbone frozen)")
+        model, spec = rf.attach_exits(pretrained, cuts, ds.task, ds.classes, ds.preprocessing)
+        model = fit(spec, ds, epochs=epochs, early_exit_weight=1.0, seed=seed, verbose=keras_verbosity(), model=model)
     models.save(model, spec, out / "model")
-    return finish(model, spec, ds, out, budget_pp, seed, agreement_samples, clock, macs_no_exit,
+    return finish(model, spec, ds, out, budget_pp, seed, agreement_samples, clock, None,
                   extra={"pretrained": str(pretrained_path), "cuts": cuts, "int8_pretrained_accuracy": pretrained_int8,
-                         "epochs": epochs}, step=4, steps=6)
+                         "epochs": epochs, "placement": placement["candidates"] if placement else None},
+                  step=4, steps=7)

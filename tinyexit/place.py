@@ -1,8 +1,8 @@
 """Exit placement analysis: for each block an exit could follow, what accuracy an exit there reaches and
 what it costs to reach it.
 
-The backbone is trained once without exits, then frozen; a T-RECX head is trained after every candidate
-block at once (heads do not interact when the backbone is frozen). Each candidate is exported to int8
+The backbone is trained once without exits (or comes pretrained), then frozen; a T-RECX head is trained
+after every candidate block at once (heads do not interact when the backbone is frozen). Each candidate is exported to int8
 stages and calibrated on the validation split exactly as a real model would be, which gives the MAC
 ratio that placement would achieve at the accuracy budget.
 """
@@ -13,59 +13,84 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
 from tinyexit import models
 from tinyexit.data import Dataset
 
 
 def analyse(ds: Dataset, out_dir: Path, epochs: int = 30, head_epochs: int = 15, budget_pp: float = 1.0,
-            seed: int = 0, verbose: int | None = None) -> dict:
-    from tinyexit.calibrate import choose, sweep
+            seed: int = 0, verbose: int | None = None, pretrained=None) -> dict:
+    """Placement analysis of the task's own backbone (trained here) or of a `pretrained` Keras model
+    (candidates: the end of every depthwise-separable block but the last two)."""
+    from tinyexit.export import macs_of
     from tinyexit.pipeline import keras_verbosity
-    from tinyexit.export import export, macs_of
-    from tinyexit.reference import all_exit_logits, quantize_input
     from tinyexit.train import train
 
-    base = models.default_spec(ds.task, ds.classes, ds.train.x.shape[1:], ds.preprocessing)
-    candidates = list(range(1, len(base.blocks)))
     verbose = keras_verbosity() if verbose is None else verbose
-    backbone_spec = replace(base, exits_after=[], early_view_assist=False)
-    backbone = train(backbone_spec, ds, epochs=epochs, seed=seed, verbose=verbose)
+    if pretrained is None:
+        base = models.default_spec(ds.task, ds.classes, ds.train.x.shape[1:], ds.preprocessing)
+        candidates = list(range(1, len(base.blocks)))
+        backbone_spec = replace(base, exits_after=[], early_view_assist=False)
+        backbone = train(backbone_spec, ds, epochs=epochs, seed=seed, verbose=verbose)
+        heads_spec = replace(base, exits_after=candidates, early_view_assist=False)
+        heads = models.build(heads_spec)
+        for layer in heads.layers:
+            if not layer.name.startswith("exit") and layer.weights:
+                layer.set_weights(backbone.get_layer(layer.name).get_weights())
+                layer.trainable = False
+        cut_layers = [f"block{b}" for b in candidates]
+        macs_no_exit = macs_of(models.backbone_only(base))
+    else:
+        from tinyexit import retrofit
 
-    heads_spec = replace(base, exits_after=candidates, early_view_assist=False)
-    heads = models.build(heads_spec)
-    for layer in heads.layers:
-        if not layer.name.startswith("exit") and layer.weights:
-            layer.set_weights(backbone.get_layer(layer.name).get_weights())
-            layer.trainable = False
-    heads = train(heads_spec, ds, epochs=head_epochs, seed=seed, verbose=verbose, model=heads)
-
-    macs_no_exit = macs_of(models.backbone_only(base))
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for j, block in enumerate(candidates):
-            manifest = export(heads, heads_spec, ds.train.subset(300, seed).x, Path(tmp) / f"b{block}",
-                              macs_no_exit=macs_no_exit, cuts=[(f"block{block}", f"exit{j}")])
-            manifest["_dir"] = str(Path(tmp) / f"b{block}")
-            logits = all_exit_logits(manifest, quantize_input(manifest, ds.val.x))
-            chosen, final_acc = choose(sweep(manifest, logits, ds.val.y), budget_pp)
-            rows.append({
-                "block": block,
-                "macs_to_exit": int(manifest["cost"]["macs_to_exit"][0]),
-                "fraction_of_backbone": manifest["cost"]["macs_to_exit"][0] / macs_no_exit,
-                "exit_accuracy": float((logits[0].argmax(1) == ds.val.y).mean()),
-                "final_accuracy": float(final_acc),
-                "early_exit_rate": chosen["exit_rates"][0],
-                "projected_mac_ratio": chosen["macs_mean"] / macs_no_exit,
-                "projected_accuracy": chosen["accuracy"],
-            })
+        cut_layers = retrofit.separable_block_outputs(pretrained)[:-2]
+        candidates = list(range(1, len(cut_layers) + 1))
+        macs_no_exit = macs_of(pretrained)
+        heads, heads_spec = retrofit.attach_exits(pretrained, cut_layers, ds.task, ds.classes, ds.preprocessing)
+    heads = train(heads_spec, ds, epochs=head_epochs, seed=seed, verbose=verbose, model=heads,
+                  early_exit_weight=1.0)
+    rows = [dict(block=b, cut=cut, head=f"exit{j}",
+                 **_candidate(heads, heads_spec, (cut, f"exit{j}"), ds, macs_no_exit, budget_pp, seed))
+            for j, (b, cut) in enumerate(zip(candidates, cut_layers))]
     best = min(rows, key=lambda r: r["projected_mac_ratio"])
     result = {"task": ds.task, "budget_pp": budget_pp, "macs_no_exit": int(macs_no_exit), "candidates": rows,
-              "recommended_exits_after": [best["block"]]}
+              "recommended_exits_after": [best["block"]], "recommended_cut": best["cut"]}
     out_dir.mkdir(parents=True, exist_ok=True)
     plot(result, out_dir / "placement.png")
-    return result
+    return result, (heads, heads_spec)
+
+
+def single_exit(heads_and_spec, row: dict):
+    """The analysed network reduced to one candidate exit: the measured head itself, not a retrained one."""
+    import keras
+
+    heads, spec = heads_and_spec
+    model = keras.Model(heads.inputs, [heads.get_layer(row["head"]).output, heads.get_layer("final").output],
+                        name=f"{spec.task}_exit_{row['cut']}")
+    return model, replace(spec, cuts=[[row["cut"], row["head"]]], exits_after=[])
+
+
+def _candidate(heads, heads_spec, cut: tuple[str, str], ds: Dataset, macs_no_exit: int, budget_pp: float,
+               seed: int) -> dict:
+    """Export one candidate exit as real int8 stages and calibrate it on the validation split."""
+    from tinyexit.calibrate import choose, sweep
+    from tinyexit.export import export
+    from tinyexit.reference import all_exit_logits, quantize_input
+
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest = export(heads, heads_spec, ds.train.subset(300, seed).x, Path(tmp), macs_no_exit=macs_no_exit,
+                          cuts=[cut])
+        manifest["_dir"] = tmp
+        logits = all_exit_logits(manifest, quantize_input(manifest, ds.val.x))
+    chosen, final_acc = choose(sweep(manifest, logits, ds.val.y), budget_pp)
+    return {
+        "macs_to_exit": int(manifest["cost"]["macs_to_exit"][0]),
+        "fraction_of_backbone": manifest["cost"]["macs_to_exit"][0] / macs_no_exit,
+        "exit_accuracy": float((logits[0].argmax(1) == ds.val.y).mean()),
+        "final_accuracy": float(final_acc),
+        "early_exit_rate": chosen["exit_rates"][0],
+        "projected_mac_ratio": chosen["macs_mean"] / macs_no_exit,
+        "projected_accuracy": chosen["accuracy"],
+    }
 
 
 def table(result: dict) -> str:

@@ -43,7 +43,7 @@ def run(args) -> int:
     print(f"{args.task}: {len(ds.train)} train / {len(ds.val)} validation / {len(ds.test)} test samples")
     if args.task in PRETRAINED:
         pipeline.retrofit(PRETRAINED[args.task](), ds, out, epochs=epochs, budget_pp=args.budget_pp,
-                          seed=args.seed, agreement_samples=args.agreement_samples)
+                          seed=args.seed, agreement_samples=args.agreement_samples, search=True)
         print(f"wrote {out}/report.json; plot: {out}/export/pareto.png")
         return 0
 
@@ -51,7 +51,7 @@ def run(args) -> int:
     exits_after = args.exits_after or FIXED_PLACEMENT.get(args.task)
     if not exits_after:
         print("[1/5] exit placement analysis")
-        placement = place.analyse(ds, out / "place", epochs=epochs, head_epochs=max(1, epochs // 2),
+        placement, _ = place.analyse(ds, out / "place", epochs=epochs, head_epochs=max(1, epochs // 2),
                                   budget_pp=args.budget_pp, seed=args.seed)
         pipeline.write_json(out / "place" / "placement.json", placement)
         print(place.table(placement))

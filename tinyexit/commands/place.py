@@ -22,7 +22,7 @@ def run(args) -> int:
 
     out = Path(args.out or f"out/{args.task}/place")
     ds = pipeline.load_data(args.task, args.data)
-    result = place.analyse(ds, out, args.epochs, args.head_epochs, args.budget_pp, args.seed)
+    result, _ = place.analyse(ds, out, args.epochs, args.head_epochs, args.budget_pp, args.seed)
     pipeline.write_json(out / "placement.json", result)
     print(place.table(result))
     print(f"wrote {out}/placement.json and {out}/placement.png "

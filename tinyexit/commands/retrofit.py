@@ -13,6 +13,8 @@ def add_arguments(p) -> None:
     add_data_arguments(p)
     p.add_argument("--after", nargs="+", metavar="LAYER",
                    help="layer name(s) to attach exits after (default: the end of the 3rd depthwise-separable block)")
+    p.add_argument("--place", action="store_true",
+                   help="choose the layer by placement analysis (every separable block) instead of --after")
     p.add_argument("--epochs", type=int, default=40, help="exit head training epochs (default 40)")
     p.add_argument("--budget-pp", type=float, default=1.0, help="calibration accuracy budget (default 1 pp)")
     p.add_argument("--agreement-samples", type=int, default=300,
@@ -27,6 +29,6 @@ def run(args) -> int:
     out = Path(args.out or f"out/{args.task}-retrofit")
     ds = pipeline.load_data(args.task, args.data)
     pipeline.retrofit(Path(args.model), ds, out, args.after, args.epochs, args.budget_pp, args.seed,
-                      args.agreement_samples)
+                      args.agreement_samples, search=args.place)
     print(f"wrote {out}/report.json; plot: {out}/export/pareto.png")
     return 0

@@ -20,7 +20,7 @@ from tinyexit.paths import shared_datasets
 
 CLASSES = ["no_person", "person"]
 SIZE = 96
-SPLIT_SHARES = (0.5, 0.2, 0.3)  # train (exit heads only) / validation (calibration) / test (held out)
+SPLIT_SHARES = (0.4, 0.3, 0.3)  # train (exit heads only) / validation (calibration) / test (held out)
 
 
 def default_path() -> Path:
@@ -108,7 +108,7 @@ def load_vww(path: str | Path | None = None, seed: int = 0) -> Dataset:
     train.augment = lambda idx, rng: _flip(train.x[idx], rng)
     preprocessing = {"kind": "image", "layout": "NHWC (1, 96, 96, 3) RGB", "scale": "x / 255",
                      "then": "q = clip(round((x / 255) / input.scale) + input.zero_point, -128, 127)",
-                     "split": f"stratified, seed {seed}: 50% train (exit heads) / 20% validation / 30% test"}
+                     "split": f"stratified, seed {seed}: 40% train (exit heads) / 30% validation / 30% test"}
     return Dataset("vww", CLASSES, train, split(1), split(2), preprocessing)
 
 
