@@ -67,22 +67,32 @@ def native_output_captured():
             os.close(saved[1])
 
 
+@contextlib.contextmanager
+def batch_one_converter(model):
+    """A TFLite converter for `model` traced with batch size 1: every shape is static, so shape
+    arithmetic (e.g. Keras' Flatten) folds away instead of becoming SHAPE/STRIDED_SLICE/PACK ops."""
+    import tensorflow as tf
+
+    spec = tf.TensorSpec((1, *model.inputs[0].shape[1:]), tf.float32)
+    with tempfile.TemporaryDirectory() as saved, native_output_captured():
+        model.export(saved, format="tf_saved_model", input_signature=[spec], verbose=False)
+        yield tf.lite.TFLiteConverter.from_saved_model(saved)
+
+
 def convert_int8(model, representative: np.ndarray) -> bytes:
     """Full-integer post-training quantization: int8 weights, activations, inputs and outputs."""
     import tensorflow as tf
-
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
 
     def samples():
         for x in representative:
             yield [x[None].astype(np.float32)]
 
-    converter.representative_dataset = samples
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    with native_output_captured():
+    with batch_one_converter(model) as converter:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = samples
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
         return converter.convert()
 
 
@@ -90,8 +100,8 @@ def convert_float(model) -> bytes:
     """Float TFLite model (no quantization): used where only the graph's shape and cost matter."""
     import tensorflow as tf
 
-    with native_output_captured():
-        return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    with batch_one_converter(model) as converter:
+        return converter.convert()
 
 
 def stage_boundaries(graph: Graph, n_exits: int) -> list[tuple[list[int], list[int]]]:

@@ -117,11 +117,19 @@ def _dw_bn_relu(x, layers, kernel, stride, name):
     return layers.ReLU(name=f"{name}_dwrelu")(x)
 
 
+def global_pool(x, layers, name: str):
+    """Global average pooling as AVERAGE_POOL_2D (+ a flatten that export folds away): TFLite's MEAN
+    kernel requantizes in floating point, average pooling is integer-only, so the firmware matches it
+    bit for bit without an FPU."""
+    pooled = layers.AveragePooling2D(pool_size=tuple(x.shape[1:3]), name=f"{name}_pool")(x)
+    return layers.Flatten(name=name)(pooled)
+
+
 def exit_head(x, layers, spec: ModelSpec, j: int):
     """T-RECX exit: pointwise -> depthwise -> global average pool -> dense logits."""
     x = _conv_bn_relu(x, layers, spec.exit_width, (1, 1), (1, 1), f"exit{j}_pw")
     x = _dw_bn_relu(x, layers, spec.exit_kernel, (1, 1), f"exit{j}")
-    x = layers.GlobalAveragePooling2D(name=f"exit{j}_gap")(x)
+    x = global_pool(x, layers, f"exit{j}_gap")
     return layers.Dense(len(spec.classes), name=f"exit{j}")(x)
 
 
@@ -144,12 +152,12 @@ def build(spec: ModelSpec):
             raise TinyexitError(f"unknown block kind '{b.kind}'")
         if i in spec.exits_after:
             exits.append(exit_head(x, layers, spec, len(exits)))
-    pooled = layers.GlobalAveragePooling2D(name="final_gap")(x)
+    pooled = global_pool(x, layers, "final_gap")
     if spec.early_view_assist and spec.exits_after:
         # A depthwise view of the final features, tied to the last early exit's depthwise weights for
         # most of training (see EarlyViewTie), then free; pooled and concatenated before the dense layer.
         view = _dw_bn_relu(x, layers, spec.exit_kernel, (1, 1), "eva")
-        view = layers.GlobalAveragePooling2D(name="eva_gap")(view)
+        view = global_pool(view, layers, "eva_gap")
         pooled = layers.Concatenate(name="final_concat")([pooled, view])
     if spec.dropout:
         pooled = layers.Dropout(spec.dropout, name="final_dropout")(pooled)

@@ -8,12 +8,13 @@
 
 namespace tx::platform {
 
-// Bring up clocks, the serial link and the cycle counter. Called once, first thing in main().
-void init();
+// Bring up clocks, the serial link and the cycle counter. Called once, first thing in main(), with
+// main's arguments (only the host port has any: `--port P`).
+void init(int argc, char** argv);
 
-// Blocking read of one byte from the serial link. Returns -1 when the link is closed for good
-// (host: end of input); bare-metal ports never return -1.
-int read_byte();
+// Read one byte from the serial link, waiting at most timeout_ms (negative: forever). Returns the byte,
+// -1 when the link is closed for good (host: end of input), -2 on timeout.
+int read_byte(int32_t timeout_ms);
 
 // Write bytes to the serial link; returns when all are queued.
 void write_bytes(const uint8_t* data, size_t size);

@@ -1,0 +1,52 @@
+// int8 kernels, one per file in firmware/runtime/kernels/<op>_s8.cc. Each takes a parameter struct that
+// the code generator fills at generation time (shapes, padding, requantization), and plain pointers:
+// the caller owns every buffer. Results equal TFLite Micro's reference kernels bit for bit.
+#pragma once
+
+#include <cstdint>
+
+namespace tx {
+
+struct Shape4 {  // NHWC
+  int32_t n, h, w, c;
+};
+
+struct ConvParams {
+  Shape4 input, filter, output;  // filter: [out_c, kh, kw, in_c] for conv, [1, kh, kw, out_c] depthwise
+  int32_t stride_h, stride_w, dilation_h, dilation_w, pad_h, pad_w;
+  int32_t depth_multiplier;  // depthwise only
+  int32_t input_offset, output_offset;  // -input zero point, +output zero point
+  int32_t act_min, act_max;
+  const int32_t* multiplier;  // per output channel
+  const int32_t* shift;
+};
+
+struct FullyConnectedParams {
+  int32_t batches, depth, units;
+  int32_t input_offset, output_offset, act_min, act_max;
+  const int32_t* multiplier;  // per unit (per-tensor quantization repeats one value)
+  const int32_t* shift;
+};
+
+struct PoolParams {
+  Shape4 input, output;
+  int32_t filter_h, filter_w, stride_h, stride_w, pad_h, pad_w, act_min, act_max;
+};
+
+struct ConcatParams {
+  int32_t outer, count;  // `outer` slices, each joining `count` inputs along the axis
+  const int32_t* inner;  // elements per slice of each input
+};
+
+void conv_s8(const ConvParams& p, const int8_t* input, const int8_t* filter, const int32_t* bias, int8_t* output);
+void depthwise_conv_s8(const ConvParams& p, const int8_t* input, const int8_t* filter, const int32_t* bias,
+                       int8_t* output);
+void fully_connected_s8(const FullyConnectedParams& p, const int8_t* input, const int8_t* filter,
+                        const int32_t* bias, int8_t* output);
+void avg_pool_s8(const PoolParams& p, const int8_t* input, int8_t* output);
+void max_pool_s8(const PoolParams& p, const int8_t* input, int8_t* output);
+// Inputs share the output's quantization (the converter guarantees it for CONCATENATION).
+void concatenation_s8(const ConcatParams& p, const int8_t* const* inputs, int8_t* output);
+void copy_s8(const int8_t* input, int32_t size, int8_t* output);  // RESHAPE
+
+}  // namespace tx

@@ -1,0 +1,40 @@
+// Serial protocol, version 1: the same bytes on host, QEMU and boards.
+//
+// Frame:  0xA5 | version (1) | command (1) | length (u16 LE) | payload (length) | crc16 (u16 LE)
+// crc16 is CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF) over version, command, length and payload.
+// A reply carries the request's command | 0x80; an error reply has command 0x7F and payload
+// [request command, error code]. After any error the receiver scans for the next 0xA5.
+//
+// Requests and replies (all integers little endian):
+//   INFO (0x01)       -> version u8, task char[16], model sha256[32], stages u8, exits u8, arena u32,
+//                        input size u32, layers u16, MACs u64, port char[16], cycle unit char[16]
+//   INFER (0x02)      flags u8 (bit 0: return the output tensor), input bytes
+//                     -> exit u8, class u8, confidence_q15 u16, stages run u8, cycles u32 x stages run,
+//                        output size u16, output bytes (when asked)
+//   SET_POLICY (0x03) [exit u8, threshold_q15 u16] x n -> empty
+//   PROFILE (0x04)    like INFER -> the INFER reply, then layers u16, cycles u32 x layers (0 if not run)
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace tx::protocol {
+
+constexpr uint8_t kSync = 0xA5;
+constexpr uint8_t kVersion = 1;
+constexpr uint8_t kReplyBit = 0x80;
+constexpr uint8_t kError = 0x7F;
+constexpr int32_t kByteTimeoutMs = 200;  // a frame that stalls this long is truncated
+
+enum Command : uint8_t { kInfo = 0x01, kInfer = 0x02, kSetPolicy = 0x03, kProfile = 0x04 };
+enum ErrorCode : uint8_t {
+  kBadChecksum = 1, kOversized = 2, kUnknownCommand = 3, kWrongInputSize = 4, kBadVersion = 5,
+  kTruncated = 6, kBadArgument = 7,
+};
+
+uint16_t crc16(const uint8_t* data, size_t size, uint16_t crc = 0xFFFF);
+
+// Serves requests until the link closes (host) or forever (devices).
+void serve();
+
+}  // namespace tx::protocol

@@ -1,0 +1,54 @@
+// The staged runner: run stage k, test its exit, stop or continue. The generated model (build directory)
+// defines `tx::model()`; nothing here allocates.
+#pragma once
+
+#include <cstdint>
+
+namespace tx {
+
+constexpr int kMaxStages = 8;
+
+struct ExitInfo {
+  int32_t stage;           // the stage whose outputs hold these logits
+  int32_t classes;
+  const int8_t* logits;    // in the arena, valid after the stage ran
+  const uint16_t* exp_lut; // LUT[d] = round(32768 * exp(-scale * d)), d = 0..255 (tinyexit/policy.py)
+  int32_t threshold_q15;   // exit when conf_q15 >= threshold; 32769 never; the final exit always takes
+  bool final;
+};
+
+struct StageInfo {
+  void (*run)(uint32_t* layer_cycles);  // layer_cycles: null, or room for this stage's layers
+  int32_t first_layer, num_layers;
+};
+
+struct ModelInfo {
+  const char* task;
+  const uint8_t* sha256;  // of the manifest (or the .tflite), 32 bytes
+  int32_t num_stages;
+  const StageInfo* stages;
+  int32_t num_exits;
+  ExitInfo* exits;        // mutable: SET_POLICY changes thresholds at run time
+  int8_t* input;
+  int32_t input_size;
+  int32_t arena_size;
+  int32_t num_layers;
+  int64_t macs;           // whole model, all stages
+};
+
+const ModelInfo& model();
+
+struct InferResult {
+  int32_t exit_index, predicted_class, confidence_q15, stages_run;
+  uint32_t stage_cycles[kMaxStages];
+  const int8_t* output;   // the logits of the exit taken
+  int32_t output_size;
+};
+
+// Predicted class (lowest index among ties) and Q15 confidence, exactly as tinyexit/policy.py.
+int32_t confidence_q15(const int8_t* logits, int32_t classes, const uint16_t* exp_lut, int32_t* predicted_class);
+
+// Runs stages on model().input until an exit takes the sample. layer_cycles: null or num_layers entries.
+void infer(InferResult* result, uint32_t* layer_cycles);
+
+}  // namespace tx

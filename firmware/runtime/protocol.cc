@@ -1,0 +1,161 @@
+#include "tinyexit/protocol.h"
+
+#include "tinyexit/platform.h"
+#include "tinyexit/runtime.h"
+
+namespace tx::protocol {
+namespace {
+
+constexpr int32_t kMaxLayers = 256;
+constexpr int32_t kHeader = 4;  // version, command, length
+
+// One frame in, one frame out; the receive buffer holds the largest legal request (INFER + input).
+alignas(4) uint8_t rx[kHeader + 1 + TX_MAX_INPUT_BYTES + 2];
+alignas(4) uint8_t tx_buf[64 + kMaxStages * 4 + 2 + 4096 + 2 + kMaxLayers * 4];
+uint32_t layer_cycles[kMaxLayers];
+
+struct Writer {
+  uint8_t* p;
+  void u8(uint32_t v) { *p++ = static_cast<uint8_t>(v); }
+  void u16(uint32_t v) { u8(v); u8(v >> 8); }
+  void u32(uint32_t v) { u16(v); u16(v >> 16); }
+  void u64(uint64_t v) { u32(static_cast<uint32_t>(v)); u32(static_cast<uint32_t>(v >> 32)); }
+  void text(const char* s, int n) {
+    for (int i = 0; i < n; ++i) u8(*s ? *s++ : 0);
+  }
+};
+
+void send(uint8_t command, const uint8_t* payload, size_t size) {
+  uint8_t head[5] = {kSync, kVersion, command, static_cast<uint8_t>(size), static_cast<uint8_t>(size >> 8)};
+  uint16_t crc = crc16(head + 1, 4);
+  crc = crc16(payload, size, crc);
+  const uint8_t tail[2] = {static_cast<uint8_t>(crc), static_cast<uint8_t>(crc >> 8)};
+  platform::write_bytes(head, 5);
+  if (size) platform::write_bytes(payload, size);
+  platform::write_bytes(tail, 2);
+}
+
+void send_error(uint8_t command, ErrorCode code) {
+  const uint8_t payload[2] = {command, code};
+  send(kError, payload, 2);
+}
+
+void reply_info() {
+  const ModelInfo& m = model();
+  Writer w{tx_buf};
+  w.u8(kVersion);
+  w.text(m.task, 16);
+  for (int i = 0; i < 32; ++i) w.u8(m.sha256[i]);
+  w.u8(m.num_stages);
+  w.u8(m.num_exits);
+  w.u32(m.arena_size);
+  w.u32(m.input_size);
+  w.u16(m.num_layers);
+  w.u64(m.macs);
+  w.text(platform::name(), 16);
+  w.text(platform::cycle_unit(), 16);
+  send(kInfo | kReplyBit, tx_buf, w.p - tx_buf);
+}
+
+void reply_infer(uint8_t command, const uint8_t* payload, uint32_t size) {
+  const ModelInfo& m = model();
+  if (size != 1 + static_cast<uint32_t>(m.input_size)) return send_error(command, kWrongInputSize);
+  const bool with_output = payload[0] & 1;
+  for (int32_t i = 0; i < m.input_size; ++i) m.input[i] = static_cast<int8_t>(payload[1 + i]);
+  const bool profile = command == kProfile;
+  if (profile) {
+    for (int32_t i = 0; i < m.num_layers; ++i) layer_cycles[i] = 0;
+  }
+  InferResult r{};
+  infer(&r, profile ? layer_cycles : nullptr);
+  Writer w{tx_buf};
+  w.u8(r.exit_index);
+  w.u8(r.predicted_class);
+  w.u16(r.confidence_q15);
+  w.u8(r.stages_run);
+  for (int32_t k = 0; k < r.stages_run; ++k) w.u32(r.stage_cycles[k]);
+  w.u16(with_output ? r.output_size : 0);
+  if (with_output) {
+    for (int32_t i = 0; i < r.output_size; ++i) w.u8(static_cast<uint8_t>(r.output[i]));
+  }
+  if (profile) {
+    w.u16(m.num_layers);
+    for (int32_t i = 0; i < m.num_layers; ++i) w.u32(layer_cycles[i]);
+  }
+  send(command | kReplyBit, tx_buf, w.p - tx_buf);
+}
+
+void reply_set_policy(const uint8_t* payload, uint32_t size) {
+  const ModelInfo& m = model();
+  if (size == 0 || size % 3 != 0) return send_error(kSetPolicy, kBadArgument);
+  for (uint32_t i = 0; i < size; i += 3) {  // validate everything before changing anything
+    const uint32_t threshold = payload[i + 1] | (payload[i + 2] << 8);
+    if (payload[i] >= m.num_exits || m.exits[payload[i]].final || threshold > 32769) {
+      return send_error(kSetPolicy, kBadArgument);
+    }
+  }
+  for (uint32_t i = 0; i < size; i += 3) {
+    m.exits[payload[i]].threshold_q15 = payload[i + 1] | (payload[i + 2] << 8);
+  }
+  send(kSetPolicy | kReplyBit, nullptr, 0);
+}
+
+// Reads `n` bytes of a frame into `dst`; false (after replying) if the link stalls or closes.
+bool read_exact(uint8_t* dst, uint32_t n, uint8_t command, bool* closed) {
+  for (uint32_t i = 0; i < n; ++i) {
+    const int b = platform::read_byte(kByteTimeoutMs);
+    if (b < 0) {
+      *closed = b == -1;
+      send_error(command, kTruncated);
+      return false;
+    }
+    dst[i] = static_cast<uint8_t>(b);
+  }
+  return true;
+}
+
+}  // namespace
+
+uint16_t crc16(const uint8_t* data, size_t size, uint16_t crc) {
+  for (size_t i = 0; i < size; ++i) {
+    crc ^= static_cast<uint16_t>(data[i]) << 8;
+    for (int bit = 0; bit < 8; ++bit) crc = (crc & 0x8000) ? static_cast<uint16_t>((crc << 1) ^ 0x1021) : static_cast<uint16_t>(crc << 1);
+  }
+  return crc;
+}
+
+void serve() {
+  bool closed = false;
+  while (!closed) {
+    const int first = platform::read_byte(-1);
+    if (first == -1) return;
+    if (first != kSync) continue;  // resynchronise on the next sync byte
+    if (!read_exact(rx, kHeader, 0, &closed)) continue;
+    const uint8_t version = rx[0], command = rx[1];
+    const uint32_t size = rx[2] | (rx[3] << 8);
+    if (size > sizeof(rx) - kHeader - 2) {
+      send_error(command, kOversized);
+      continue;
+    }
+    if (!read_exact(rx + kHeader, size + 2, command, &closed)) continue;
+    const uint16_t got = rx[kHeader + size] | (rx[kHeader + size + 1] << 8);
+    if (crc16(rx, kHeader + size) != got) {
+      send_error(command, kBadChecksum);
+      continue;
+    }
+    if (version != kVersion) {
+      send_error(command, kBadVersion);
+      continue;
+    }
+    const uint8_t* payload = rx + kHeader;
+    switch (command) {
+      case kInfo: reply_info(); break;
+      case kInfer:
+      case kProfile: reply_infer(command, payload, size); break;
+      case kSetPolicy: reply_set_policy(payload, size); break;
+      default: send_error(command, kUnknownCommand);
+    }
+  }
+}
+
+}  // namespace tx::protocol

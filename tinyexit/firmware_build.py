@@ -1,0 +1,60 @@
+"""Builds the firmware for a target from generated model sources. One list of sources and flags."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from tinyexit.errors import TinyexitError
+from tinyexit.paths import PROJECT_ROOT
+
+FIRMWARE = PROJECT_ROOT / "firmware"
+COMMON_FLAGS = ["-std=c++17", "-O2", "-Wall", "-Wextra", "-fno-exceptions", "-fno-rtti"]
+TARGETS = {
+    "host": {"compiler": "g++", "port": "host", "flags": [], "link": []},
+}
+
+
+@dataclass
+class Build:
+    target: str
+    binary: Path
+    arena_bytes: int
+    input_bytes: int
+    num_layers: int
+    macs: int
+    layers: list
+
+
+def runtime_sources(target: str) -> list[Path]:
+    sources = sorted((FIRMWARE / "runtime").rglob("*.cc"))
+    return sources + sorted((FIRMWARE / "ports" / TARGETS[target]["port"]).glob("*.cc"))
+
+
+def build(model_path: str | Path, target: str, out_dir: str | Path, sanitize: bool = False) -> Build:
+    """Generate the model's C++ into out_dir and compile it with the runtime and the target's port."""
+    from tinyexit.codegen import generate, load
+
+    if target not in TARGETS:
+        raise TinyexitError(f"unknown target '{target}' (known: {', '.join(TARGETS)})")
+    spec = TARGETS[target]
+    compiler = shutil.which(spec["compiler"])
+    if compiler is None:
+        raise TinyexitError(f"{spec['compiler']} not found: run ./setup.sh")
+    out_dir = Path(out_dir)
+    generated = generate(load(model_path), out_dir)
+    binary = out_dir / ("tinyexit_" + target + ("_asan" if sanitize else ""))
+    flags = COMMON_FLAGS + spec["flags"] + [f"-I{FIRMWARE / 'include'}",
+                                            f"-DTX_MAX_INPUT_BYTES={max(generated.input_bytes, 16)}"]
+    if sanitize:
+        flags += ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-g", "-O1"]
+    cmd = [compiler, *flags, *map(str, runtime_sources(target)), str(generated.source), "-o", str(binary), *spec["link"]]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    (out_dir / "build.log").write_text(" ".join(cmd) + "\n" + proc.stderr)
+    if proc.returncode != 0:
+        errors = [l for l in proc.stderr.splitlines() if "error" in l] or proc.stderr.splitlines() or ["?"]
+        raise TinyexitError(f"firmware build failed for {target}: {errors[0]} (log: {out_dir / 'build.log'})")
+    return Build(target, binary, generated.arena_bytes, generated.input_bytes, generated.num_layers, generated.macs,
+                 generated.layers)

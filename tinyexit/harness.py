@@ -1,0 +1,136 @@
+"""Host side of the serial protocol (firmware/include/tinyexit/protocol.h), over any pyserial URL:
+`socket://127.0.0.1:P` (host build, QEMU), `/dev/ttyACM0` (boards), `loop://` (tests)."""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tinyexit.errors import TinyexitError
+
+SYNC, VERSION, REPLY, ERROR = 0xA5, 1, 0x80, 0x7F
+INFO, INFER, SET_POLICY, PROFILE = 0x01, 0x02, 0x03, 0x04
+ERRORS = {1: "bad checksum", 2: "oversized frame", 3: "unknown command", 4: "wrong input size",
+          5: "bad version", 6: "truncated frame", 7: "bad argument"}
+
+
+def crc16(data: bytes, crc: int = 0xFFFF) -> int:
+    for b in data:
+        crc ^= b << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
+    return crc
+
+
+def frame(command: int, payload: bytes = b"", version: int = VERSION) -> bytes:
+    body = struct.pack("<BBH", version, command, len(payload)) + payload
+    return bytes([SYNC]) + body + struct.pack("<H", crc16(body))
+
+
+class DeviceError(TinyexitError):
+    def __init__(self, command: int, code: int):
+        self.command, self.code = command, code
+        super().__init__(f"device answered command 0x{command:02x} with error {code} ({ERRORS.get(code, 'unknown')})")
+
+
+@dataclass
+class Inference:
+    exit: int
+    predicted_class: int
+    confidence_q15: int
+    stage_cycles: list[int]
+    output: np.ndarray | None
+    layer_cycles: list[int] | None = None
+
+
+class Device:
+    """A firmware speaking the protocol on a pyserial-like object (read(n), write(b))."""
+
+    def __init__(self, link, timeout: float = 30.0):
+        self.link = link
+        self.timeout = timeout
+
+    def _read(self, n: int) -> bytes:
+        data = b""
+        deadline = time.monotonic() + self.timeout
+        while len(data) < n:
+            chunk = self.link.read(n - len(data))
+            if chunk:
+                data += chunk
+            elif time.monotonic() > deadline:
+                raise TinyexitError(f"device did not answer within {self.timeout:g} s")
+        return data
+
+    def read_frame(self) -> tuple[int, bytes]:
+        while self._read(1)[0] != SYNC:
+            pass
+        head = self._read(4)
+        version, command, size = struct.unpack("<BBH", head)
+        payload = self._read(size)
+        (crc,) = struct.unpack("<H", self._read(2))
+        if crc16(head + payload) != crc:
+            raise TinyexitError("reply with a bad checksum (serial link corrupted?)")
+        return command, payload
+
+    def request(self, command: int, payload: bytes = b"") -> bytes:
+        self.link.write(frame(command, payload))
+        reply, body = self.read_frame()
+        if reply == ERROR:
+            raise DeviceError(body[0], body[1])
+        if reply != command | REPLY:
+            raise TinyexitError(f"unexpected reply 0x{reply:02x} to command 0x{command:02x}")
+        return body
+
+    def info(self) -> dict:
+        b = self.request(INFO)
+        version = b[0]
+        task = b[1:17].rstrip(b"\0").decode()
+        sha = b[17:49].hex()
+        stages, exits, arena, input_size, layers, macs = struct.unpack("<BBIIHQ", b[49:69])
+        return {"version": version, "task": task, "sha256": sha, "stages": stages, "exits": exits,
+                "arena_bytes": arena, "input_bytes": input_size, "layers": layers, "macs": macs,
+                "port": b[69:85].rstrip(b"\0").decode(), "cycle_unit": b[85:101].rstrip(b"\0").decode()}
+
+    def infer(self, x: np.ndarray, with_output: bool = True, profile: bool = False) -> Inference:
+        body = self.request(PROFILE if profile else INFER, bytes([1 if with_output else 0]) + np.asarray(x, np.int8).tobytes())
+        exit_, cls, conf, stages = struct.unpack("<BBHB", body[:5])
+        cycles = list(struct.unpack(f"<{stages}I", body[5:5 + 4 * stages]))
+        pos = 5 + 4 * stages
+        (size,) = struct.unpack("<H", body[pos:pos + 2])
+        output = np.frombuffer(body[pos + 2:pos + 2 + size], np.int8).copy() if size else None
+        pos += 2 + size
+        layer_cycles = None
+        if profile:
+            (n,) = struct.unpack("<H", body[pos:pos + 2])
+            layer_cycles = list(struct.unpack(f"<{n}I", body[pos + 2:pos + 2 + 4 * n]))
+        return Inference(exit_, cls, conf, cycles, output, layer_cycles)
+
+    def set_policy(self, thresholds: dict[int, int]) -> None:
+        self.request(SET_POLICY, b"".join(struct.pack("<BH", e, t) for e, t in thresholds.items()))
+
+
+@contextlib.contextmanager
+def host_firmware(binary: Path, timeout: float = 30.0):
+    """Start a host build on a free TCP port and yield a connected Device; always stops the process."""
+    import serial
+
+    proc = subprocess.Popen([str(binary), "--port", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+        if not line.startswith("PORT "):
+            raise TinyexitError(f"{binary} did not start: {line.strip() or 'no output'}")
+        link = serial.serial_for_url(f"socket://127.0.0.1:{int(line.split()[1])}", timeout=1.0)
+        try:
+            yield Device(link, timeout)
+        finally:
+            link.close()
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stderr.close()
