@@ -47,7 +47,9 @@ def build(model_path: str | Path, target: str, out_dir: str | Path, sanitize: bo
     generated = generate(load(model_path), out_dir)
     binary = out_dir / ("tinyexit_" + target + ("_asan" if sanitize else ""))
     flags = COMMON_FLAGS + spec["flags"] + [f"-I{FIRMWARE / 'include'}",
-                                            f"-DTX_MAX_INPUT_BYTES={max(generated.input_bytes, 16)}"]
+                                            f"-DTX_MAX_INPUT_BYTES={generated.input_bytes}",
+                                            f"-DTX_MAX_OUTPUT_BYTES={generated.max_output_bytes}",
+                                            f"-DTX_NUM_LAYERS={generated.num_layers}"]
     if sanitize:
         flags += ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-g", "-O1"]
     cmd = [compiler, *flags, *map(str, runtime_sources(target)), str(generated.source), "-o", str(binary), *spec["link"]]

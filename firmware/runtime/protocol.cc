@@ -6,13 +6,13 @@
 namespace tx::protocol {
 namespace {
 
-constexpr int32_t kMaxLayers = 256;
 constexpr int32_t kHeader = 4;  // version, command, length
 
-// One frame in, one frame out; the receive buffer holds the largest legal request (INFER + input).
+// One frame in, one frame out, sized by the generated model (TX_MAX_* come from the build): the receive
+// buffer holds the largest legal request (INFER + input), the reply the largest answer (PROFILE).
 alignas(4) uint8_t rx[kHeader + 1 + TX_MAX_INPUT_BYTES + 2];
-alignas(4) uint8_t tx_buf[64 + kMaxStages * 4 + 2 + 4096 + 2 + kMaxLayers * 4];
-uint32_t layer_cycles[kMaxLayers];
+alignas(4) uint8_t tx_buf[128 + kMaxStages * 4 + TX_MAX_OUTPUT_BYTES + TX_NUM_LAYERS * 4];
+uint32_t layer_cycles[TX_NUM_LAYERS];
 
 struct Writer {
   uint8_t* p;

@@ -69,6 +69,7 @@ class Generated:
     num_layers: int
     macs: int
     layers: list[dict]
+    max_output_bytes: int
 
 
 def generate(model: Model, out_dir: Path) -> Generated:
@@ -143,4 +144,4 @@ def generate(model: Model, out_dir: Path) -> Generated:
              "", "}  // namespace", "", "const ModelInfo& model() { return info; }", "", "}  // namespace tx", ""]
     source = out_dir / "model.cc"
     source.write_text("\n".join(text))
-    return Generated(source, arena, input_bytes, first, macs, layers)
+    return Generated(source, arena, input_bytes, first, macs, layers, max(e["classes"] for e in model.exits))

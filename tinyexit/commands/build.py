@@ -1,0 +1,23 @@
+"""`tinyexit build`: generate C++ for a model and compile the firmware for a target."""
+
+from pathlib import Path
+
+HELP = "generate interpreter-free C++ for an export folder or a plain .tflite and build the firmware"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("model", metavar="MODEL", help="export folder (manifest.json + stages) or a .tflite file")
+    p.add_argument("--target", default="host", choices=["host"], help="what to build for (default: host)")
+    p.add_argument("--out", metavar="DIR", help="build folder (default: out/build/<target>)")
+    p.add_argument("--sanitize", action="store_true", help="host only: build with AddressSanitizer and UBSan")
+
+
+def run(args) -> int:
+    from tinyexit.firmware_build import build
+
+    out = Path(args.out or f"out/build/{args.target}")
+    b = build(args.model, args.target, out, sanitize=args.sanitize)
+    print(f"built {b.binary}")
+    print(f"  generated model: {out / 'model.cc'} ({b.num_layers} layers, {b.macs:,} MACs)")
+    print(f"  activation arena (static plan, peak): {b.arena_bytes:,} bytes; input {b.input_bytes:,} bytes")
+    return 0
