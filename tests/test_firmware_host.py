@@ -172,3 +172,26 @@ def test_build_and_sim_commands(har_model, har_reference, tmp_path):
     np.save(tmp_path / "bad.npy", x[:3, :10])
     assert_one_line_error(run_cli("sim", str(har_model[2]), "--inputs", str(tmp_path / "bad.npy"),
                                   "--build-dir", str(tmp_path / "b")), "int8 values")
+
+
+@pytest.fixture(scope="module")
+def har_qemu_m4(har_model, tmp_path_factory):
+    return build(har_model[2], "qemu-m4", tmp_path_factory.mktemp("fw_qemu_m4"))
+
+
+def test_qemu_m4_is_bit_exact_and_counts_repeat(har_qemu_m4, har_reference):
+    """Cortex-M4 (mps2-an386) under QEMU -icount: TFLite Micro's outputs, and repeatable instruction counts."""
+    from tinyexit.harness import firmware
+
+    m, x, logits = har_reference
+    idx = np.arange(0, len(x), len(x) // 120)[:120]
+    with firmware("qemu-m4", har_qemu_m4.binary) as dev:
+        info = dev.info()
+        assert info["port"] == "qemu-mps2-an386" and info["cycle_unit"] == "instructions"
+        for exit_index, thresholds in ((0, {0: 0}), (1, {0: NEVER})):
+            dev.set_policy(thresholds)
+            runs = [[dev.infer(x[i]) for i in idx[:5]] for _ in range(2)]
+            assert [r.stage_cycles for r in runs[0]] == [r.stage_cycles for r in runs[1]]
+            assert all(len(r.stage_cycles) == exit_index + 1 and min(r.stage_cycles) > 0 for r in runs[0])
+            got = np.stack([dev.infer(x[i]).output for i in idx])
+            assert np.array_equal(got, logits[exit_index][idx])

@@ -12,8 +12,17 @@ from tinyexit.paths import PROJECT_ROOT
 
 FIRMWARE = PROJECT_ROOT / "firmware"
 COMMON_FLAGS = ["-std=c++17", "-O2", "-Wall", "-Wextra", "-fno-exceptions", "-fno-rtti"]
+_MPS2_LINK = [f"-T{FIRMWARE / 'ports' / 'qemu_mps2' / 'mps2.ld'}", "-nostartfiles", "--specs=nano.specs",
+              "--specs=nosys.specs", "-Wl,--gc-sections"]
+_BARE_METAL = ["-mthumb", "-ffunction-sections", "-fdata-sections", "-fno-threadsafe-statics"]
 TARGETS = {
     "host": {"compiler": "g++", "port": "host", "flags": [], "link": []},
+    "qemu-m4": {"compiler": "arm-none-eabi-g++", "port": "qemu_mps2", "machine": "mps2-an386",
+                "flags": ["-mcpu=cortex-m4", "-mfpu=fpv4-sp-d16", "-mfloat-abi=hard", *_BARE_METAL,
+                          "-DTX_UART_BASE=0x40004000", '-DTX_PORT_NAME="qemu-mps2-an386"'], "link": _MPS2_LINK},
+    "qemu-m7": {"compiler": "arm-none-eabi-g++", "port": "qemu_mps2", "machine": "mps2-an500",
+                "flags": ["-mcpu=cortex-m7", "-mfpu=fpv5-d16", "-mfloat-abi=hard", *_BARE_METAL,
+                          "-DTX_UART_BASE=0x40004000", '-DTX_PORT_NAME="qemu-mps2-an500"'], "link": _MPS2_LINK},
 }
 
 
@@ -45,7 +54,9 @@ def build(model_path: str | Path, target: str, out_dir: str | Path, sanitize: bo
         raise TinyexitError(f"{spec['compiler']} not found: run ./setup.sh")
     out_dir = Path(out_dir)
     generated = generate(load(model_path), out_dir)
-    binary = out_dir / ("tinyexit_" + target + ("_asan" if sanitize else ""))
+    if sanitize and target != "host":
+        raise TinyexitError("sanitizers are for the host build only")
+    binary = out_dir / ("tinyexit_" + target + ("_asan" if sanitize else "") + ("" if target == "host" else ".elf"))
     flags = COMMON_FLAGS + spec["flags"] + [f"-I{FIRMWARE / 'include'}",
                                             f"-DTX_MAX_INPUT_BYTES={generated.input_bytes}",
                                             f"-DTX_MAX_OUTPUT_BYTES={generated.max_output_bytes}",

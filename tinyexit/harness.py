@@ -115,17 +115,70 @@ class Device:
         self.request(SET_POLICY, b"".join(struct.pack("<BH", e, t) for e, t in thresholds.items()))
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _connect(port: int, proc: subprocess.Popen, what: str, wait: float = 10.0):
+    import serial
+
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return serial.serial_for_url(f"socket://127.0.0.1:{port}", timeout=1.0)
+        except serial.SerialException:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                err = proc.stderr.read().strip().splitlines() if proc.poll() is not None else []
+                raise TinyexitError(f"{what} did not open its serial port: {err[-1] if err else 'timed out'}") from None
+            time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def firmware(target: str, binary: Path, timeout: float = 60.0):
+    """Start a firmware build (host process or QEMU) and yield a connected Device; always stops it."""
+    if target == "host":
+        with host_firmware(binary, timeout) as dev:
+            yield dev
+        return
+    import shutil
+
+    from tinyexit.firmware_build import TARGETS
+
+    qemu = shutil.which("qemu-system-arm")
+    if qemu is None:
+        raise TinyexitError("qemu-system-arm not found: run ./setup.sh")
+    port = _free_port()
+    # -icount shift=0: one instruction per virtual ns, so counts repeat exactly run to run
+    cmd = [qemu, "-M", TARGETS[target]["machine"], "-display", "none", "-monitor", "none", "-icount", "shift=0",
+           "-semihosting-config", "enable=on,target=native",
+           "-chardev", f"socket,id=s0,host=127.0.0.1,port={port},server=on,wait=on,nodelay=on",
+           "-serial", "chardev:s0", "-kernel", str(binary)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        link = _connect(port, proc, f"QEMU ({target})")
+        try:
+            yield Device(link, timeout)
+        finally:
+            link.close()
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stderr.close()
+
+
 @contextlib.contextmanager
 def host_firmware(binary: Path, timeout: float = 30.0):
     """Start a host build on a free TCP port and yield a connected Device; always stops the process."""
-    import serial
-
     proc = subprocess.Popen([str(binary), "--port", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stderr.readline()
         if not line.startswith("PORT "):
             raise TinyexitError(f"{binary} did not start: {line.strip() or 'no output'}")
-        link = serial.serial_for_url(f"socket://127.0.0.1:{int(line.split()[1])}", timeout=1.0)
+        link = _connect(int(line.split()[1]), proc, str(binary))
         try:
             yield Device(link, timeout)
         finally:

@@ -29,7 +29,7 @@ def simulate(model: str | Path, target: str, x: np.ndarray, y: np.ndarray | None
     from tqdm import tqdm
 
     from tinyexit.firmware_build import build
-    from tinyexit.harness import host_firmware
+    from tinyexit.harness import firmware
 
     fw = build(model, target, build_dir)
     if x.dtype != np.int8:
@@ -38,7 +38,7 @@ def simulate(model: str | Path, target: str, x: np.ndarray, y: np.ndarray | None
         raise TinyexitError(f"inputs have shape {x.shape}; each must hold {fw.input_bytes} int8 values")
     n = len(x)
     pred, exits, cycles, outputs = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64), []
-    with host_firmware(fw.binary) as dev:
+    with firmware(target, fw.binary) as dev:
         info = dev.info()
         for i in tqdm(range(n), desc=f"{target} firmware", unit="sample", disable=not progress or n < 50, leave=False):
             r = dev.infer(x[i])

@@ -19,7 +19,7 @@ void infer(InferResult* r, uint32_t* layer_cycles) {
   r->stages_run = 0;
   for (int32_t k = 0; k < m.num_stages; ++k) {
     const StageInfo& stage = m.stages[k];
-    const uint32_t start = platform::cycles();
+    const uint32_t start = platform::cycles_aligned();
     stage.run(layer_cycles ? layer_cycles + stage.first_layer : nullptr);
     r->stage_cycles[k] = platform::cycles() - start;
     r->stages_run = k + 1;

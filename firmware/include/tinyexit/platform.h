@@ -23,6 +23,10 @@ void write_bytes(const uint8_t* data, size_t size);
 // which counts instructions, not cycles. Host: a monotonic counter (not comparable across ports).
 uint32_t cycles();
 
+// cycles() read right after the counter's next tick: a measurement started with it begins in the same
+// phase of a coarse counter every time, so deterministic code measures the same count every run.
+uint32_t cycles_aligned();
+
 // What cycles() counts, for reports: "cycles", "instructions" or "host-ticks".
 const char* cycle_unit();
 

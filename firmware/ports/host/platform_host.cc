@@ -67,6 +67,8 @@ uint32_t cycles() {
   return static_cast<uint32_t>(duration_cast<nanoseconds>(steady_clock::now().time_since_epoch()).count());
 }
 
+uint32_t cycles_aligned() { return cycles(); }  // nanoseconds: nothing to align to
+
 const char* cycle_unit() { return "host-ns"; }
 const char* name() { return "host"; }
 [[noreturn]] void exit(int code) { std::exit(code); }

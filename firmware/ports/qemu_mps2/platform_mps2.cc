@@ -1,0 +1,86 @@
+// QEMU MPS2 port (mps2-an386 Cortex-M4, mps2-an500 Cortex-M7): CMSDK UART0, SysTick as the counter,
+// semihosting to exit. Under `qemu -icount shift=0` SysTick advances once per 40 instructions (25 MHz
+// reference clock, 1 instruction = 1 ns), so cycles() reports instructions, not real core cycles.
+#include <cstdint>
+
+#include "tinyexit/platform.h"
+
+namespace {
+
+struct Uart {
+  volatile uint32_t data, state, ctrl, intstatus, bauddiv;
+};
+Uart* const uart = reinterpret_cast<Uart*>(TX_UART_BASE);
+
+volatile uint32_t* const syst_csr = reinterpret_cast<volatile uint32_t*>(0xE000E010);
+volatile uint32_t* const syst_rvr = reinterpret_cast<volatile uint32_t*>(0xE000E014);
+volatile uint32_t* const syst_cvr = reinterpret_cast<volatile uint32_t*>(0xE000E018);
+constexpr uint32_t kReload = 0xFFFFFF;
+constexpr uint32_t kInstructionsPerTick = 40;
+constexpr uint32_t kTicksPerMs = 25000;  // the 25 MHz reference clock
+volatile uint32_t wraps = 0;
+
+uint32_t ticks() {
+  uint32_t high, low;
+  do {  // re-read if SysTick wrapped between the two reads
+    high = wraps;
+    low = kReload - *syst_cvr;
+  } while (high != wraps);
+  return high * (kReload + 1) + low;
+}
+
+}  // namespace
+
+extern "C" void systick_handler() { wraps = wraps + 1; }
+
+namespace tx::platform {
+
+void init(int, char**) {
+  uart->bauddiv = 16;
+  uart->ctrl = 3;  // TX and RX on
+  *syst_rvr = kReload;
+  *syst_cvr = 0;
+  *syst_csr = 7;  // processor clock, interrupt on wrap, enabled
+}
+
+int read_byte(int32_t timeout_ms) {
+  const uint32_t start = ticks();
+  while (!(uart->state & 2)) {
+    if (timeout_ms >= 0 && ticks() - start > static_cast<uint32_t>(timeout_ms) * kTicksPerMs) return -2;
+  }
+  return static_cast<int>(uart->data & 0xFF);
+}
+
+void write_bytes(const uint8_t* data, size_t size) {
+  for (size_t i = 0; i < size; ++i) {
+    while (uart->state & 1) {
+    }
+    uart->data = data[i];
+  }
+}
+
+uint32_t cycles() { return ticks() * kInstructionsPerTick; }
+
+// Restarting SysTick re-bases QEMU's timer on the current instruction, so the ticks that follow fall at
+// the same instructions every run, whenever the request arrived over the serial link.
+uint32_t cycles_aligned() {
+  *syst_csr = 0;
+  *syst_cvr = 0;
+  wraps = 0;
+  *syst_csr = 7;
+  return cycles();
+}
+const char* cycle_unit() { return "instructions"; }
+const char* name() { return TX_PORT_NAME; }
+
+[[noreturn]] void exit(int code) {
+  // semihosting SYS_EXIT_EXTENDED: {ADP_Stopped_ApplicationExit, code}
+  volatile uint32_t block[2] = {0x20026, static_cast<uint32_t>(code)};
+  register uint32_t r0 asm("r0") = 0x20;
+  register volatile uint32_t* r1 asm("r1") = block;
+  asm volatile("bkpt 0xAB" : : "r"(r0), "r"(r1) : "memory");
+  for (;;) {
+  }
+}
+
+}  // namespace tx::platform
