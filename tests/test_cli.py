@@ -55,13 +55,16 @@ def test_place(tmp_path, datasets):
 @pytest.mark.slow
 def test_demo_writes_the_report(tmp_path, datasets):
     r = run_cli("demo", "--data", str(datasets / "har" / "HAPT.tar.xz"), "--epochs", "2", "--exits-after", "2",
-                "--agreement-samples", "50", "--out", str(tmp_path))
+                "--agreement-samples", "50", "--firmware-samples", "30", "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr
     report = json.loads((tmp_path / "report.json").read_text())
     assert REPORT_KEYS <= set(report)
     assert report["task"] == "har" and report["n_test"] == 2996
     assert report["mac_ratio"] == pytest.approx(report["macs_mean"] / report["macs_no_exit"])
     assert "MAC ratio" in r.stdout and (tmp_path / "export" / "pareto.png").is_file()
+    assert report["firmware_mismatches_vs_tflm"] == 0 and report["firmware_samples"] == 30
+    assert report["instruction_unit"] == "instructions" and report["instructions_no_exit"] > 0
+    assert report["instructions_ratio"] == pytest.approx(report["instructions_mean"] / report["instructions_no_exit"])
 
 
 def test_bad_inputs_give_one_clear_error(tmp_path, har_model):

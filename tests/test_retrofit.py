@@ -36,8 +36,8 @@ def _tiny_resnet(path):
             x = layers.Conv2D(width, 1, name=f"res{i}_skip")(x)
         x = layers.ReLU(name=f"res{i}_out")(layers.Add(name=f"res{i}_add")([x, y]))
         x = layers.MaxPooling2D(2, name=f"res{i}_pool")(x)
-    x = layers.GlobalAveragePooling2D()(x)
-    out = layers.Dense(2, activation="softmax")(x)
+    x = layers.Flatten()(layers.AveragePooling2D(x.shape[1:3])(x))  # MEAN would requantize in float
+    out = layers.Dense(2)(x)
     keras.utils.set_random_seed(0)
     model = keras.Model(inp, out)
     model.save(path)
@@ -48,7 +48,8 @@ def _tiny_resnet(path):
 def test_retrofit_a_residual_network_from_the_command_line(tmp_path, datasets):
     path = _tiny_resnet(tmp_path / "resnet.keras")
     r = run_cli("retrofit", str(path), "--task", "vww", "--data", str(datasets / "vww" / "mlperf_vww01.tar.xz"),
-                "--after", "res0_out", "--epochs", "1", "--agreement-samples", "20", "--out", str(tmp_path / "out"))
+                "--after", "res0_out", "--epochs", "1", "--agreement-samples", "20", "--firmware-samples", "10",
+                "--out", str(tmp_path / "out"))
     assert r.returncode == 0, r.stderr
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["cuts"] == ["res0_out"] and report["n_test"] == 300
@@ -57,6 +58,7 @@ def test_retrofit_a_residual_network_from_the_command_line(tmp_path, datasets):
     assert len(manifest["stages"]) == 2
     ops = {l["op"] for l in manifest["layers"]}
     assert "ADD" in ops and "MAX_POOL_2D" in ops
+    assert report["firmware_mismatches_vs_tflm"] == 0 and report["firmware_samples"] == 10
 
 
 @pytest.mark.slow

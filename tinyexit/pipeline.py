@@ -50,10 +50,60 @@ def export(model, spec, ds: Dataset, out_dir: Path, seed: int = 0, macs_no_exit:
 
     representative = ds.train.subset(REPRESENTATIVE_SAMPLES, seed).x
     if macs_no_exit is None:
-        bare = (keras.Model(model.inputs, model.get_layer("final").output) if spec.cuts
-                else models.backbone_only(spec))
-        macs_no_exit = macs_of(bare)
+        macs_no_exit = macs_of(bare_model(model, spec))
     return write_stages(model, spec, representative, out_dir, macs_no_exit=macs_no_exit)
+
+
+def bare_model(model, spec):
+    """The network without exits, the cost baseline: for a retrofit, the pretrained path to the final
+    output; otherwise the backbone built bare, with the trained weights wherever the shapes agree."""
+    import keras
+
+    if spec.cuts:
+        return keras.Model(model.inputs, model.get_layer("final").output, name=f"{spec.task}_no_exit")
+    bare = models.backbone_only(spec)
+    for layer in bare.layers:
+        try:
+            source = model.get_layer(layer.name)
+        except ValueError:
+            continue
+        if [w.shape for w in source.get_weights()] == [w.shape for w in layer.get_weights()]:
+            layer.set_weights(source.get_weights())
+    return bare
+
+
+def firmware_run(out: Path, model, spec, ds: Dataset, target: str = "qemu-m4", samples: int | None = None,
+                 seed: int = 0) -> dict:
+    """The exported stages on the firmware (emulated Cortex-M4 by default) over the test split, checked
+    against TFLite Micro, and the same network without exits for the instruction baseline."""
+    from tinyexit.export import convert_int8
+    from tinyexit.reference import all_exit_logits, decide, quantize_input
+    from tinyexit.sim import simulate
+
+    manifest = mf.read(out / "export")
+    split = ds.test if samples is None else ds.test.subset(samples, seed)
+    x = quantize_input(manifest, split.x)
+    result, summary = simulate(out / "export", target, x, split.y, out / "firmware" / target)
+    reference = decide(manifest, all_exit_logits(manifest, x))
+    mismatches = int(np.sum((result["exit"] != reference.exit) | (result["pred"] != reference.pred)))
+    bare = convert_int8(bare_model(model, spec), ds.train.subset(REPRESENTATIVE_SAMPLES, seed).x)
+    (out / "firmware").mkdir(parents=True, exist_ok=True)
+    (out / "firmware" / "no_exit.tflite").write_bytes(bare)
+    x_bare = np.clip(np.round(split.x[:20] / manifest["input"]["scale"]) + manifest["input"]["zero_point"], -128, 127)
+    _, base = simulate(out / "firmware" / "no_exit.tflite", target, x_bare.astype(np.int8), None,
+                       out / "firmware" / f"{target}-no-exit", progress=False)
+    return {
+        "firmware_target": target,
+        "firmware_samples": int(len(x)),
+        "firmware_mismatches_vs_tflm": mismatches,
+        "firmware_accuracy": summary["accuracy"],
+        "instruction_unit": summary["cycle_unit"],
+        "instructions_mean": summary["mean_instructions"],
+        "instructions_no_exit": base["mean_instructions"],
+        "instructions_ratio": summary["mean_instructions"] / base["mean_instructions"],
+        "instructions_per_mac_no_exit": base["instructions_per_mac"],
+        "firmware_arena_bytes": summary["peak_activation_bytes"],
+    }
 
 
 def check_input(manifest: dict, split: Split) -> None:
@@ -151,7 +201,7 @@ class Stopwatch:
 
 def finish(model, spec, ds: Dataset, out: Path, budget_pp: float = 1.0, seed: int = 0,
            agreement_samples: int = 300, clock: Stopwatch | None = None, macs_no_exit: int | None = None,
-           extra: dict | None = None, step: int = 3, steps: int = 5) -> dict:
+           extra: dict | None = None, step: int = 3, steps: int = 6, firmware_samples: int | None = None) -> dict:
     """The common tail of every run: int8 export, calibration on validation, evaluation on test,
     report.json. Returns the report."""
     from tinyexit.report import demo_table
@@ -163,12 +213,15 @@ def finish(model, spec, ds: Dataset, out: Path, budget_pp: float = 1.0, seed: in
     calibration = calibrate(out / "export", ds, budget_pp)
     print(f"[{step + 2}/{steps}] evaluation on the test split (TFLite Micro)")
     metrics = evaluate(out / "export", ds.test)
+    print(f"[{step + 3}/{steps}] firmware on the emulated Cortex-M4 (qemu-m4, -icount) vs TFLite Micro")
+    firmware = firmware_run(out, model, spec, ds, samples=firmware_samples, seed=seed)
     manifest = mf.read(out / "export")
     report = {
         "task": ds.task,
         "n_test": len(ds.test),
         **float_metrics(model, ds.test, manifest),
         **{k: v for k, v in metrics.items() if k != "n"},
+        **firmware,
         **(extra or {}),
         "parameters": int(model.count_params()),
         "stage_macs": [s["macs"] for s in manifest["stages"]],
@@ -186,7 +239,8 @@ def finish(model, spec, ds: Dataset, out: Path, budget_pp: float = 1.0, seed: in
 
 
 def retrofit(pretrained_path: Path, ds: Dataset, out: Path, after: list[str] | None = None, epochs: int = 40,
-             budget_pp: float = 1.0, seed: int = 0, agreement_samples: int = 300, search: bool = False) -> dict:
+             budget_pp: float = 1.0, seed: int = 0, agreement_samples: int = 300, search: bool = False,
+             firmware_samples: int | None = None) -> dict:
     """Freeze a pretrained model, train T-RECX heads at the chosen layers, then export, calibrate, report.
     `search`: choose the layer with the placement analysis instead of `after` / the T-RECX default."""
     from tinyexit import retrofit as rf
@@ -195,28 +249,28 @@ def retrofit(pretrained_path: Path, ds: Dataset, out: Path, after: list[str] | N
     clock = Stopwatch()
     pretrained = rf.load_pretrained(pretrained_path)
     check_input({"input": {"shape": [1, *pretrained.inputs[0].shape[1:]]}}, ds.train)
-    print("[1/7] the pretrained model quantized to int8 as is (no exits), on the test split")
+    print("[1/8] the pretrained model quantized to int8 as is (no exits), on the test split")
     pretrained_int8 = rf.int8_accuracy(pretrained, ds.train.subset(REPRESENTATIVE_SAMPLES, seed).x, ds.test.x, ds.test.y)
     placement = None
     if search:
         from tinyexit import place
 
-        print("[2/7] exit placement analysis over the separable blocks (backbone frozen), heads trained together")
+        print("[2/8] exit placement analysis over the separable blocks (backbone frozen), heads trained together")
         placement, heads = place.analyse(ds, out / "place", head_epochs=epochs, budget_pp=budget_pp, seed=seed,
                                          pretrained=pretrained)
         write_json(out / "place" / "placement.json", placement)
         print(place.table(placement))
         best = next(r for r in placement["candidates"] if r["cut"] == placement["recommended_cut"])
-        print(f"[3/7] keeping the head measured after {best['cut']}")
+        print(f"[3/8] keeping the head measured after {best['cut']}")
         model, spec = place.single_exit(heads, best)
         cuts = [best["cut"]]
     else:
         cuts = rf.choose_cuts(pretrained, after)
-        print(f"[3/7] training exit heads after {cuts} (backbone frozen)")
+        print(f"[3/8] training exit heads after {cuts} (backbone frozen)")
         model, spec = rf.attach_exits(pretrained, cuts, ds.task, ds.classes, ds.preprocessing)
         model = fit(spec, ds, epochs=epochs, early_exit_weight=1.0, seed=seed, verbose=keras_verbosity(), model=model)
     models.save(model, spec, out / "model")
     return finish(model, spec, ds, out, budget_pp, seed, agreement_samples, clock, None,
                   extra={"pretrained": str(pretrained_path), "cuts": cuts, "int8_pretrained_accuracy": pretrained_int8,
                          "epochs": epochs, "placement": placement["candidates"] if placement else None},
-                  step=4, steps=7)
+                  step=4, steps=8, firmware_samples=firmware_samples)

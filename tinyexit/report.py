@@ -15,6 +15,10 @@ def demo_table(r: dict) -> str:
         ("MACs, backbone without exits", f"{r['macs_no_exit']:,}"),
         ("MACs, mean with exits", f"{r['macs_mean']:,.0f}"),
         ("MAC ratio", f"{r['mac_ratio']:.3f}"),
+        (f"qemu-m4 {r['instruction_unit']}, no exits", f"{r['instructions_no_exit']:,.0f}"),
+        (f"qemu-m4 {r['instruction_unit']}, mean with exits", f"{r['instructions_mean']:,.0f}"),
+        ("instruction ratio", f"{r['instructions_ratio']:.3f}"),
+        ("firmware vs TFLite Micro", f"{r['firmware_mismatches_vs_tflm']} mismatches in {r['firmware_samples']:,} samples"),
         ("seconds", f"{r['seconds']:.0f}"),
     ]
     width = max(len(k) for k, _ in rows)

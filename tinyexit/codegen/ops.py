@@ -171,6 +171,32 @@ class MaxPoolOp(PoolOp):
     kernel = "max_pool_s8"
 
 
+class AddOp(Op):
+    LEFT_SHIFT = 20
+
+    def check(self):
+        a, b = (self.t(i) for i in self.op.inputs)
+        if a.shape != b.shape or len(self.activations) != 2:
+            raise TinyexitError(f"{self.graph.source}: ADD '{self.t(self.outputs[0]).name}' broadcasts or adds a "
+                                f"constant; only same-shape tensors are supported")
+
+    def definitions(self) -> str:
+        a, b, out = self.t(self.op.inputs[0]), self.t(self.op.inputs[1]), self.t(self.outputs[0])
+        twice_max = 2 * max(_scale(a), _scale(b))
+        m1, s1 = quantize_multiplier(_scale(a) / twice_max)
+        m2, s2 = quantize_multiplier(_scale(b) / twice_max)
+        mo, so = quantize_multiplier(twice_max / ((1 << self.LEFT_SHIFT) * _scale(out)))
+        if max(s1, s2, so) > 0:
+            raise TinyexitError(f"{self.graph.source}: ADD '{out.name}' needs a rescale above 1; not supported")
+        lo, hi = activation_range(self.op.options.fusedActivationFunction, _scale(out), _zp(out))
+        return (f"static const AddParams {self.name}_params = {{{int(np.prod(out.shape))}, {self.LEFT_SHIFT}, "
+                f"{-_zp(a)}, {m1}, {s1}, {-_zp(b)}, {m2}, {s2}, {_zp(out)}, {mo}, {so}, {lo}, {hi}}};\n")
+
+    def call(self, ptr) -> str:
+        a, b = self.op.inputs
+        return f"add_s8({self.name}_params, {ptr(a)}, {ptr(b)}, {ptr(self.outputs[0])});"
+
+
 class ReshapeOp(Op):
     def call(self, ptr) -> str:
         size = int(np.prod(self.t(self.outputs[0]).shape))
@@ -203,7 +229,7 @@ class ConcatenationOp(Op):
 
 OPS = {"CONV_2D": ConvOp, "DEPTHWISE_CONV_2D": DepthwiseConvOp, "FULLY_CONNECTED": FullyConnectedOp,
        "AVERAGE_POOL_2D": PoolOp, "MAX_POOL_2D": MaxPoolOp, "RESHAPE": ReshapeOp,
-       "CONCATENATION": ConcatenationOp}
+       "CONCATENATION": ConcatenationOp, "ADD": AddOp}
 
 
 def make(graph: Graph, op: Operator, name: str) -> Op:

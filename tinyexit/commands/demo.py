@@ -28,6 +28,8 @@ def add_arguments(p) -> None:
     p.add_argument("--exits-after", type=int, nargs="+", metavar="BLOCK",
                    help="skip the placement analysis and put exits after these blocks")
     p.add_argument("--budget-pp", type=float, default=1.0, help="calibration accuracy budget (default 1 pp)")
+    p.add_argument("--firmware-samples", type=int, default=None,
+                   help="test samples run on the emulated Cortex-M4 firmware (default: all)")
     p.add_argument("--agreement-samples", type=int, default=300,
                    help="test samples on which LiteRT is compared with TFLite Micro stage by stage (default 300)")
     add_seed_argument(p)
@@ -43,23 +45,24 @@ def run(args) -> int:
     print(f"{args.task}: {len(ds.train)} train / {len(ds.val)} validation / {len(ds.test)} test samples")
     if args.task in PRETRAINED:
         pipeline.retrofit(PRETRAINED[args.task](), ds, out, epochs=epochs, budget_pp=args.budget_pp,
-                          seed=args.seed, agreement_samples=args.agreement_samples, search=True)
+                          seed=args.seed, agreement_samples=args.agreement_samples, search=True,
+                          firmware_samples=args.firmware_samples)
         print(f"wrote {out}/report.json; plot: {out}/export/pareto.png")
         return 0
 
     placement = None
     exits_after = args.exits_after or FIXED_PLACEMENT.get(args.task)
     if not exits_after:
-        print("[1/5] exit placement analysis")
+        print("[1/6] exit placement analysis")
         placement, _ = place.analyse(ds, out / "place", epochs=epochs, head_epochs=max(1, epochs // 2),
                                   budget_pp=args.budget_pp, seed=args.seed)
         pipeline.write_json(out / "place" / "placement.json", placement)
         print(place.table(placement))
         exits_after = placement["recommended_exits_after"]
-    print(f"[2/5] training with exits after block(s) {exits_after}")
+    print(f"[2/6] training with exits after block(s) {exits_after}")
     model, spec = pipeline.train(ds, out / "model", exits_after, epochs, seed=args.seed)
     pipeline.finish(model, spec, ds, out, args.budget_pp, args.seed, args.agreement_samples, clock,
-                    extra={"exits_after": exits_after, "epochs": epochs,
+                    firmware_samples=args.firmware_samples, extra={"exits_after": exits_after, "epochs": epochs,
                            "placement": placement["candidates"] if placement else None})
     print(f"wrote {out}/report.json; plots: {out}/export/pareto.png" +
           (f", {out}/place/placement.png" if placement else ""))

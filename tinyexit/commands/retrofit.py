@@ -19,6 +19,8 @@ def add_arguments(p) -> None:
     p.add_argument("--budget-pp", type=float, default=1.0, help="calibration accuracy budget (default 1 pp)")
     p.add_argument("--agreement-samples", type=int, default=300,
                    help="test samples on which LiteRT is compared with TFLite Micro (default 300)")
+    p.add_argument("--firmware-samples", type=int, default=None,
+                   help="test samples run on the emulated Cortex-M4 firmware (default: all)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: out/<task>-retrofit)")
     add_seed_argument(p)
 
@@ -29,6 +31,6 @@ def run(args) -> int:
     out = Path(args.out or f"out/{args.task}-retrofit")
     ds = pipeline.load_data(args.task, args.data)
     pipeline.retrofit(Path(args.model), ds, out, args.after, args.epochs, args.budget_pp, args.seed,
-                      args.agreement_samples, search=args.place)
+                      args.agreement_samples, search=args.place, firmware_samples=args.firmware_samples)
     print(f"wrote {out}/report.json; plot: {out}/export/pareto.png")
     return 0

@@ -33,6 +33,13 @@ struct PoolParams {
   int32_t filter_h, filter_w, stride_h, stride_w, pad_h, pad_w, act_min, act_max;
 };
 
+struct AddParams {
+  int32_t size, left_shift;
+  int32_t input1_offset, input1_multiplier, input1_shift;
+  int32_t input2_offset, input2_multiplier, input2_shift;
+  int32_t output_offset, output_multiplier, output_shift, act_min, act_max;
+};
+
 struct ConcatParams {
   int32_t outer, count;  // `outer` slices, each joining `count` inputs along the axis
   const int32_t* inner;  // elements per slice of each input
@@ -43,6 +50,7 @@ void depthwise_conv_s8(const ConvParams& p, const int8_t* input, const int8_t* f
                        int8_t* output);
 void fully_connected_s8(const FullyConnectedParams& p, const int8_t* input, const int8_t* filter,
                         const int32_t* bias, int8_t* output);
+void add_s8(const AddParams& p, const int8_t* a, const int8_t* b, int8_t* output);
 void avg_pool_s8(const PoolParams& p, const int8_t* input, int8_t* output);
 void max_pool_s8(const PoolParams& p, const int8_t* input, int8_t* output);
 // Inputs share the output's quantization (the converter guarantees it for CONCATENATION).
