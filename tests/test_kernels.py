@@ -1,0 +1,68 @@
+"""Each firmware kernel against TFLite Micro on random shapes, strides, paddings, activations and (through
+random weights and calibration data) random quantization parameters. Single-op models, host build."""
+
+import numpy as np
+import pytest
+
+from tinyexit.export import convert_int8
+from tinyexit.firmware_build import build
+from tinyexit.harness import firmware
+from tinyexit.reference import StageInterpreter
+from tinyexit.tflite_graph import Graph
+
+
+def _model(kind: str, rng: np.random.Generator):
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(int(rng.integers(1 << 30)))
+    h, w, c = (int(v) for v in rng.integers(3, 12, 3))
+    inp = keras.Input((h, w, c))
+    padding = str(rng.choice(["same", "valid"]))
+    stride = int(rng.integers(1, 3))
+    act = str(rng.choice(["none", "relu", "relu6"]))
+    finish = {"none": lambda x: x, "relu": layers.ReLU(), "relu6": layers.ReLU(max_value=6.0)}[act]
+    k = (int(rng.integers(1, min(h, 4) + 1)), int(rng.integers(1, min(w, 4) + 1)))
+    if kind == "conv":
+        out = finish(layers.Conv2D(int(rng.integers(1, 9)), k, strides=stride, padding=padding,
+                                   use_bias=bool(rng.integers(2)))(inp))
+    elif kind == "depthwise":
+        out = finish(layers.DepthwiseConv2D(k, strides=stride, padding=padding, depth_multiplier=int(rng.integers(1, 3)))(inp))
+    elif kind == "dense":
+        out = finish(layers.Dense(int(rng.integers(1, 20)))(layers.Flatten()(inp)))
+    elif kind == "avg_pool":
+        out = layers.AveragePooling2D(k, strides=stride, padding=padding)(inp)
+    elif kind == "max_pool":
+        out = layers.MaxPooling2D(k, strides=stride, padding=padding)(inp)
+    elif kind == "add":
+        a = layers.Conv2D(c, 1)(inp)
+        out = finish(layers.Add()([a, layers.Conv2D(c, 1, use_bias=False)(inp)]))
+    elif kind == "concat":
+        out = layers.Concatenate()([layers.MaxPooling2D(1)(inp), layers.AveragePooling2D(1)(inp)])
+    return keras.Model(inp, out), (h, w, c)
+
+
+OPS = {"conv": "CONV_2D", "depthwise": "DEPTHWISE_CONV_2D", "dense": "FULLY_CONNECTED",
+       "avg_pool": "AVERAGE_POOL_2D", "max_pool": "MAX_POOL_2D", "add": "ADD", "concat": "CONCATENATION"}
+
+
+@pytest.mark.parametrize("kind", list(OPS))
+def test_kernel_matches_tflite_micro(kind, tmp_path):
+    rng = np.random.default_rng(sum(map(ord, kind)))
+    for case in range(3):
+        model, shape = _model(kind, rng)
+        spread = float(rng.uniform(0.5, 4.0))
+        calibration = rng.normal(rng.uniform(-1, 1), spread, (32, *shape)).astype(np.float32)
+        buf = convert_int8(model, calibration)
+        graph = Graph(buf)
+        assert OPS[kind] in {op.op for op in graph.ops}
+        path = tmp_path / f"{kind}{case}.tflite"
+        path.write_bytes(buf)
+        fw = build(path, "host", tmp_path / f"b{case}")
+        reference = StageInterpreter(buf)
+        x = rng.integers(-128, 128, (12, *shape)).astype(np.int8)
+        with firmware("host", fw.binary) as dev:
+            for sample in x:
+                want = reference(sample[None])[0].reshape(-1)
+                got = dev.infer(sample).output
+                assert np.array_equal(got, want), f"{kind} case {case}: {got[:8]} vs {want[:8]}"
