@@ -65,9 +65,11 @@ uint32_t cycles() { return ticks() * kInstructionsPerTick; }
 // the same instructions every run, whenever the request arrived over the serial link.
 uint32_t cycles_aligned() {
   *syst_csr = 0;
-  *syst_cvr = 0;
+  *syst_cvr = 0;  // a write clears the counter; it reloads on the next tick
   wraps = 0;
   *syst_csr = 7;
+  while (*syst_cvr == 0) {
+  }
   return cycles();
 }
 const char* cycle_unit() { return "instructions"; }
