@@ -139,27 +139,34 @@ def _connect(port: int, proc: subprocess.Popen, what: str, wait: float = 10.0):
 
 @contextlib.contextmanager
 def firmware(target: str, binary: Path, timeout: float = 60.0):
-    """Start a firmware build (host process or QEMU) and yield a connected Device; always stops it."""
+    """Start a firmware build (host process or QEMU), yield a connected Device, and always stop it:
+    on normal exit, on errors and on Ctrl-C."""
     if target == "host":
-        with host_firmware(binary, timeout) as dev:
-            yield dev
-        return
-    import shutil
+        cmd = [str(binary), "--port", "0"]
+        what = str(binary)
+    else:
+        import shutil
 
-    from tinyexit.firmware_build import TARGETS
+        from tinyexit.firmware_build import TARGETS
 
-    qemu = shutil.which("qemu-system-arm")
-    if qemu is None:
-        raise TinyexitError("qemu-system-arm not found: run ./setup.sh")
-    port = _free_port()
-    # -icount shift=0: one instruction per virtual ns, so counts repeat exactly run to run
-    cmd = [qemu, "-M", TARGETS[target]["machine"], "-display", "none", "-monitor", "none", "-icount", "shift=0",
-           "-semihosting-config", "enable=on,target=native",
-           "-chardev", f"socket,id=s0,host=127.0.0.1,port={port},server=on,wait=on,nodelay=on",
-           "-serial", "chardev:s0", "-kernel", str(binary)]
+        qemu = shutil.which("qemu-system-arm")
+        if qemu is None:
+            raise TinyexitError("qemu-system-arm not found: run ./setup.sh")
+        port = _free_port()
+        # -icount shift=0: one instruction per virtual ns, so counts repeat exactly run to run
+        cmd = [qemu, "-M", TARGETS[target]["machine"], "-display", "none", "-monitor", "none", "-icount", "shift=0",
+               "-semihosting-config", "enable=on,target=native",
+               "-chardev", f"socket,id=s0,host=127.0.0.1,port={port},server=on,wait=on,nodelay=on",
+               "-serial", "chardev:s0", "-kernel", str(binary)]
+        what = f"QEMU ({target})"
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        link = _connect(port, proc, f"QEMU ({target})")
+        if target == "host":  # the host build picks a free port and says which
+            line = proc.stderr.readline()
+            if not line.startswith("PORT "):
+                raise TinyexitError(f"{binary} did not start: {line.strip() or 'no output'}")
+            port = int(line.split()[1])
+        link = _connect(port, proc, what)
         try:
             yield Device(link, timeout)
         finally:
@@ -170,20 +177,6 @@ def firmware(target: str, binary: Path, timeout: float = 60.0):
         proc.stderr.close()
 
 
-@contextlib.contextmanager
 def host_firmware(binary: Path, timeout: float = 30.0):
-    """Start a host build on a free TCP port and yield a connected Device; always stops the process."""
-    proc = subprocess.Popen([str(binary), "--port", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        line = proc.stderr.readline()
-        if not line.startswith("PORT "):
-            raise TinyexitError(f"{binary} did not start: {line.strip() or 'no output'}")
-        link = _connect(int(line.split()[1]), proc, str(binary))
-        try:
-            yield Device(link, timeout)
-        finally:
-            link.close()
-    finally:
-        proc.kill()
-        proc.wait()
-        proc.stderr.close()
+    """A host build as a connected Device (see `firmware`)."""
+    return firmware("host", binary, timeout)

@@ -57,6 +57,20 @@ class Op:
     def call(self, ptr) -> str:
         raise NotImplementedError
 
+    def weight_arrays(self, w: Tensor, bias: Tensor | None, mults: list[tuple[int, int]]) -> str:
+        """Filter, optional bias and per-channel requantization as const arrays `<name>_filter` etc."""
+        n = self.name
+        self.has_bias = bias is not None
+        text = c_array("int8_t", f"{n}_filter", w.data)
+        text += c_array("int32_t", f"{n}_bias", bias.data) if bias is not None else ""
+        text += c_array("int32_t", f"{n}_mult", np.array([m for m, _ in mults]))
+        return text + c_array("int32_t", f"{n}_shift", np.array([s for _, s in mults]))
+
+    def weighted_call(self, ptr) -> str:
+        n = self.name
+        bias = f"{n}_bias" if self.has_bias else "nullptr"
+        return f"{self.kernel}({n}_params, {ptr(self.op.inputs[0])}, {n}_filter, {bias}, {ptr(self.outputs[0])});"
+
 
 def _scale(t: Tensor) -> float:
     return f32(t.scale[0])
@@ -91,20 +105,14 @@ class ConvOp(Op):
         lo, hi = activation_range(o.fusedActivationFunction, _scale(out), _zp(out))
         dm = getattr(o, "depthMultiplier", 1) or 1
         n = self.name
-        text = c_array("int8_t", f"{n}_filter", w.data)
-        text += c_array("int32_t", f"{n}_bias", bias.data) if bias is not None else ""
-        text += c_array("int32_t", f"{n}_mult", np.array([m for m, _ in mults]))
-        text += c_array("int32_t", f"{n}_shift", np.array([s for _, s in mults]))
+        text = self.weight_arrays(w, bias, mults)
         text += (f"static const ConvParams {n}_params = {{{shape4(inp)}, {shape4(w)}, {shape4(out)}, "
                  f"{o.strideH}, {o.strideW}, {dh}, {dw}, {pad_h}, {pad_w}, {dm}, {-_zp(inp)}, {_zp(out)}, "
                  f"{lo}, {hi}, {n}_mult, {n}_shift}};\n")
-        self.has_bias = bias is not None
         return text
 
     def call(self, ptr) -> str:
-        n = self.name
-        bias = f"{n}_bias" if self.has_bias else "nullptr"
-        return f"{self.kernel}({n}_params, {ptr(self.op.inputs[0])}, {n}_filter, {bias}, {ptr(self.outputs[0])});"
+        return self.weighted_call(ptr)
 
 
 class DepthwiseConvOp(ConvOp):
@@ -112,6 +120,8 @@ class DepthwiseConvOp(ConvOp):
 
 
 class FullyConnectedOp(Op):
+    kernel = "fully_connected_s8"
+
     def check(self):
         w = self.t(self.op.inputs[1])
         if w.dtype != "int8" or not w.is_constant:
@@ -128,19 +138,13 @@ class FullyConnectedOp(Op):
         mults = [quantize_multiplier(_scale(inp) * f32(s) / _scale(out)) for s in scales]
         lo, hi = activation_range(self.op.options.fusedActivationFunction, _scale(out), _zp(out))
         n = self.name
-        text = c_array("int8_t", f"{n}_filter", w.data)
-        text += c_array("int32_t", f"{n}_bias", bias.data) if bias is not None else ""
-        text += c_array("int32_t", f"{n}_mult", np.array([m for m, _ in mults]))
-        text += c_array("int32_t", f"{n}_shift", np.array([s for _, s in mults]))
+        text = self.weight_arrays(w, bias, mults)
         text += (f"static const FullyConnectedParams {n}_params = {{{batches}, {depth}, {units}, {-_zp(inp)}, "
                  f"{_zp(out)}, {lo}, {hi}, {n}_mult, {n}_shift}};\n")
-        self.has_bias = bias is not None
         return text
 
     def call(self, ptr) -> str:
-        n = self.name
-        bias = f"{n}_bias" if self.has_bias else "nullptr"
-        return f"fully_connected_s8({n}_params, {ptr(self.op.inputs[0])}, {n}_filter, {bias}, {ptr(self.outputs[0])});"
+        return self.weighted_call(ptr)
 
 
 class PoolOp(Op):
