@@ -37,13 +37,15 @@ def _model(kind: str, rng: np.random.Generator):
     elif kind == "add":
         a = layers.Conv2D(c, 1)(inp)
         out = finish(layers.Add()([a, layers.Conv2D(c, 1, use_bias=False)(inp)]))
+    elif kind == "softmax":
+        out = layers.Softmax()(layers.Dense(int(rng.integers(2, 16)))(layers.Flatten()(inp)))
     elif kind == "concat":
         out = layers.Concatenate()([layers.MaxPooling2D(1)(inp), layers.AveragePooling2D(1)(inp)])
     return keras.Model(inp, out), (h, w, c)
 
 
 OPS = {"conv": "CONV_2D", "depthwise": "DEPTHWISE_CONV_2D", "dense": "FULLY_CONNECTED",
-       "avg_pool": "AVERAGE_POOL_2D", "max_pool": "MAX_POOL_2D", "add": "ADD", "concat": "CONCATENATION"}
+       "avg_pool": "AVERAGE_POOL_2D", "max_pool": "MAX_POOL_2D", "add": "ADD", "concat": "CONCATENATION", "softmax": "SOFTMAX"}
 
 
 @pytest.mark.parametrize("kind", list(OPS))

@@ -201,6 +201,32 @@ class AddOp(Op):
         return f"add_s8({self.name}_params, {ptr(a)}, {ptr(b)}, {ptr(self.outputs[0])});"
 
 
+class SoftmaxOp(Op):
+    SCALED_DIFF_INTEGER_BITS = 5
+
+    def check(self):
+        out = self.t(self.outputs[0])
+        if abs(_scale(out) - 1 / 256) > 1e-9 or _zp(out) != -128:
+            raise TinyexitError(f"{self.graph.source}: SOFTMAX output '{out.name}' must be quantized with scale "
+                                f"1/256 and zero point -128")
+
+    def definitions(self) -> str:
+        inp = self.t(self.op.inputs[0])
+        bits = self.SCALED_DIFF_INTEGER_BITS
+        beta = f32(self.op.options.beta)
+        real = min(beta * _scale(inp) * (1 << (31 - bits)), (1 << 31) - 1.0)
+        multiplier, left_shift = quantize_multiplier(real)
+        if real <= 1.0 or left_shift < 0:
+            raise TinyexitError(f"{self.graph.source}: SOFTMAX input scale {_scale(inp)} is too small")
+        radius = ((1 << bits) - 1) * (1 << (31 - bits)) / (1 << left_shift)
+        depth = inp.shape[-1]
+        return (f"static const SoftmaxParams {self.name}_params = {{{int(np.prod(inp.shape)) // depth}, {depth}, "
+                f"{multiplier}, {left_shift}, {-int(np.floor(radius))}}};\n")
+
+    def call(self, ptr) -> str:
+        return f"softmax_s8({self.name}_params, {ptr(self.op.inputs[0])}, {ptr(self.outputs[0])});"
+
+
 class ReshapeOp(Op):
     def call(self, ptr) -> str:
         size = int(np.prod(self.t(self.outputs[0]).shape))
@@ -233,7 +259,8 @@ class ConcatenationOp(Op):
 
 OPS = {"CONV_2D": ConvOp, "DEPTHWISE_CONV_2D": DepthwiseConvOp, "FULLY_CONNECTED": FullyConnectedOp,
        "AVERAGE_POOL_2D": PoolOp, "MAX_POOL_2D": MaxPoolOp, "RESHAPE": ReshapeOp,
-       "CONCATENATION": ConcatenationOp, "ADD": AddOp}
+       "CONCATENATION": ConcatenationOp, "ADD": AddOp,
+       "SOFTMAX": SoftmaxOp}
 
 
 def make(graph: Graph, op: Operator, name: str) -> Op:

@@ -40,6 +40,10 @@ struct AddParams {
   int32_t output_offset, output_multiplier, output_shift, act_min, act_max;
 };
 
+struct SoftmaxParams {
+  int32_t rows, depth, input_multiplier, input_left_shift, diff_min;
+};
+
 struct ConcatParams {
   int32_t outer, count;  // `outer` slices, each joining `count` inputs along the axis
   const int32_t* inner;  // elements per slice of each input
@@ -54,6 +58,8 @@ void add_s8(const AddParams& p, const int8_t* a, const int8_t* b, int8_t* output
 void avg_pool_s8(const PoolParams& p, const int8_t* input, int8_t* output);
 void max_pool_s8(const PoolParams& p, const int8_t* input, int8_t* output);
 // Inputs share the output's quantization (the converter guarantees it for CONCATENATION).
+// Output quantization is TFLite's fixed one for int8 softmax: scale 1/256, zero point -128.
+void softmax_s8(const SoftmaxParams& p, const int8_t* input, int8_t* output);
 void concatenation_s8(const ConcatParams& p, const int8_t* const* inputs, int8_t* output);
 void copy_s8(const int8_t* input, int32_t size, int8_t* output);  // RESHAPE
 
