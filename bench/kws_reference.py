@@ -1,0 +1,104 @@
+"""Benchmark: MLPerf Tiny's KWS reference model (DS-CNN) through the tinyexit firmware vs TFLite Micro.
+
+Prints, measured side by side in one run:
+  - qemu-m4 instructions per inference and per MAC (portable kernels; -icount, so counts repeat)
+  - peak activation bytes of the firmware's static plan vs TFLite Micro's arena (its allocation report)
+  - host inferences per second: firmware host build over its protocol vs TFLite Micro's Python interpreter
+
+Usage: python bench/kws_reference.py [--samples N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import re
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tinyexit.firmware_build import build  # noqa: E402
+from tinyexit.harness import firmware  # noqa: E402
+from tinyexit.paths import shared_datasets  # noqa: E402
+
+MACS = 2_656_768
+
+
+def inputs(n: int) -> np.ndarray:
+    with tarfile.open(shared_datasets() / "kws" / "mlperf_kws01.tar.xz") as tar:
+        bins = sorted((m for m in tar if m.name.endswith(".bin")), key=lambda m: m.name)[:n]
+        return np.stack([np.frombuffer(tar.extractfile(m).read(), np.int8) for m in bins])
+
+
+def tflm_arena_bytes(model: bytes) -> int:
+    """TFLite Micro's own report of its arena use (printed from C++)."""
+    from tflite_micro.python.tflite_micro import runtime
+
+    it = runtime.Interpreter.from_bytes(model)
+    it.set_input(np.zeros((1, 49, 10, 1), np.int8), 0)
+    it.invoke()
+    with tempfile.TemporaryFile() as log:
+        saved = os.dup(1), os.dup(2)
+        sys.stdout.flush()
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            it.print_allocations()
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+        log.seek(0)
+        text = log.read().decode()
+    return int(re.search(r"Arena allocation total (\d+) bytes", text).group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=50)
+    args = parser.parse_args()
+    model = shared_datasets() / "models" / "mlperf_kws_ref_model_int8.tflite"
+    x = inputs(args.samples)
+    with tempfile.TemporaryDirectory() as tmp:
+        m4 = build(model, "qemu-m4", Path(tmp) / "m4")
+        host = build(model, "host", Path(tmp) / "host")
+        with firmware("qemu-m4", m4.binary) as dev:
+            counts = [sum(dev.infer(v, with_output=False).stage_cycles) for v in x[:10]]
+        with firmware("host", host.binary) as dev:
+            start = time.perf_counter()
+            for v in x:
+                dev.infer(v, with_output=False)
+            host_rate = len(x) / (time.perf_counter() - start)
+    from tflite_micro.python.tflite_micro import runtime
+
+    it = runtime.Interpreter.from_bytes(model.read_bytes())
+    start = time.perf_counter()
+    for v in x:
+        it.set_input(v.reshape(1, 49, 10, 1), 0)
+        it.invoke()
+        it.get_output(0)
+    tflm_rate = len(x) / (time.perf_counter() - start)
+    arena = tflm_arena_bytes(model.read_bytes())
+    mean = float(np.mean(counts))
+    print(f"MLPerf KWS DS-CNN, {MACS:,} MACs")
+    print(f"qemu-m4 instructions per inference (portable kernels): {mean:,.0f}  ({mean / MACS:.2f} per MAC)")
+    print(f"  TFLite Micro on the same emulator (FACTS.md): reference kernels 42.18 M (15.9/MAC), CMSIS-NN 7.58 M "
+          f"(2.85/MAC) -> ratio vs reference {mean / 42.18e6:.3f}, vs CMSIS-NN {mean / 7.58e6:.3f}")
+    print(f"peak activation bytes: firmware {m4.arena_bytes:,} vs TFLite Micro arena {arena:,} "
+          f"-> ratio {m4.arena_bytes / arena:.3f}")
+    print(f"host inferences/s: firmware {host_rate:,.0f} (incl. protocol round trip) vs TFLite Micro Python "
+          f"{tflm_rate:,.0f} -> ratio {host_rate / tflm_rate:.2f}")
+
+
+if __name__ == "__main__":
+    main()
