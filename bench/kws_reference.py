@@ -11,8 +11,6 @@ Usage: python bench/kws_reference.py [--samples N]
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import os
 import re
 import sys

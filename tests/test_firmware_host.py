@@ -11,7 +11,7 @@ from tests.conftest import assert_one_line_error, run_cli
 from tinyexit import manifest as mf
 from tinyexit.errors import TinyexitError
 from tinyexit.firmware_build import build
-from tinyexit.harness import ERROR, INFER, INFO, SET_POLICY, SYNC, Device, crc16, frame, host_firmware
+from tinyexit.harness import ERROR, INFER, INFO, SET_POLICY, SYNC, Device, frame, host_firmware
 from tinyexit.policy import NEVER
 from tinyexit.reference import all_exit_logits, decide, quantize_input
 
@@ -139,7 +139,6 @@ def test_fuzzed_frames_under_address_sanitizer(har_model, tmp_path):
 
 def test_unsupported_operator_is_one_clear_error(tmp_path):
     import keras
-    import tensorflow as tf
 
     from tinyexit.export import convert_int8
 

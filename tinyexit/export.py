@@ -98,8 +98,6 @@ def convert_int8(model, representative: np.ndarray) -> bytes:
 
 def convert_float(model) -> bytes:
     """Float TFLite model (no quantization): used where only the graph's shape and cost matter."""
-    import tensorflow as tf
-
     with batch_one_converter(model) as converter:
         return converter.convert()
 

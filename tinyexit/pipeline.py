@@ -44,8 +44,6 @@ def train(ds: Dataset, out_dir: Path, exits_after: list[int] | None = None, epoc
 def export(model, spec, ds: Dataset, out_dir: Path, seed: int = 0, macs_no_exit: int | None = None) -> dict:
     """int8 stages + manifest; `macs_no_exit` defaults to the network without exits: the spec's backbone
     built bare, or for a retrofit the pretrained path to the final output."""
-    import keras
-
     from tinyexit.export import export as write_stages, macs_of
 
     representative = ds.train.subset(REPRESENTATIVE_SAMPLES, seed).x

@@ -1,6 +1,5 @@
 """`tinyexit evaluate`: staged int8 inference on a split through TFLite Micro (or LiteRT), with exits."""
 
-import json
 from pathlib import Path
 
 from tinyexit.commands import add_data_arguments

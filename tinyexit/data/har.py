@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import re
 import tarfile
 from pathlib import Path
@@ -197,6 +196,3 @@ def rotate_and_scale(x: np.ndarray, rng: np.random.Generator, mean: np.ndarray, 
     out = np.einsum("nij,ntsj->ntsi", rot, triplets) * gain[..., None]
     return (((out.reshape(n, -1, 9) - mean) / std)[:, :, None, :]).astype(np.float32)
 
-
-def describe(ds: Dataset) -> str:
-    return json.dumps({name: len(getattr(ds, name)) for name in ("train", "val", "test")})
