@@ -197,3 +197,17 @@ def test_qemu_m4_is_bit_exact_and_counts_repeat(har_qemu_m4, har_reference):
             assert 2 < per_mac < 60, per_mac
             got = np.stack([dev.infer(x[i]).output for i in idx])
             assert np.array_equal(got, logits[exit_index][idx])
+
+
+@pytest.mark.parametrize("target, port", [("qemu-m7", "qemu-mps2-an500"), ("qemu-m55", "qemu-mps3-an547")])
+def test_other_emulated_cores_are_bit_exact(target, port, har_model, har_reference, tmp_path):
+    from tinyexit.harness import firmware
+
+    m, x, logits = har_reference
+    fw = build(har_model[2], target, tmp_path)
+    with firmware(target, fw.binary) as dev:
+        assert dev.info()["port"] == port
+        dev.set_policy({0: NEVER})
+        runs = [dev.infer(x[i]) for i in range(30)]
+        assert np.array_equal(np.stack([r.output for r in runs]), logits[1][:30])
+        assert dev.infer(x[0]).stage_cycles == runs[0].stage_cycles

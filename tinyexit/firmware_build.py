@@ -19,10 +19,16 @@ TARGETS = {
     "host": {"compiler": "g++", "port": "host", "flags": [], "link": []},
     "qemu-m4": {"compiler": "arm-none-eabi-g++", "port": "qemu_mps2", "machine": "mps2-an386",
                 "flags": ["-mcpu=cortex-m4", "-mfpu=fpv4-sp-d16", "-mfloat-abi=hard", *_BARE_METAL,
-                          "-DTX_UART_BASE=0x40004000", '-DTX_PORT_NAME="qemu-mps2-an386"'], "link": _MPS2_LINK},
+                          "-DTX_UART_BASE=0x40004000", '-DTX_PORT_NAME="qemu-mps2-an386"', "-DTX_SYSCLK_HZ=25000000"],
+                "link": _MPS2_LINK},
     "qemu-m7": {"compiler": "arm-none-eabi-g++", "port": "qemu_mps2", "machine": "mps2-an500",
                 "flags": ["-mcpu=cortex-m7", "-mfpu=fpv5-d16", "-mfloat-abi=hard", *_BARE_METAL,
-                          "-DTX_UART_BASE=0x40004000", '-DTX_PORT_NAME="qemu-mps2-an500"'], "link": _MPS2_LINK},
+                          "-DTX_UART_BASE=0x40004000", '-DTX_PORT_NAME="qemu-mps2-an500"', "-DTX_SYSCLK_HZ=25000000"],
+                "link": _MPS2_LINK},
+    "qemu-m55": {"compiler": "arm-none-eabi-g++", "port": "qemu_mps2", "machine": "mps3-an547",
+                 "flags": ["-mcpu=cortex-m55", "-mfloat-abi=hard", *_BARE_METAL,
+                           "-DTX_UART_BASE=0x59303000", '-DTX_PORT_NAME="qemu-mps3-an547"', "-DTX_SYSCLK_HZ=32000000"],
+                 "link": [f"-T{FIRMWARE / 'ports' / 'qemu_mps3' / 'mps3.ld'}", *_MPS2_LINK[1:]]},
 }
 
 

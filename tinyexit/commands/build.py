@@ -7,7 +7,7 @@ HELP = "generate interpreter-free C++ for an export folder or a plain .tflite an
 
 def add_arguments(p) -> None:
     p.add_argument("model", metavar="MODEL", help="export folder (manifest.json + stages) or a .tflite file")
-    p.add_argument("--target", default="host", choices=["host", "qemu-m4", "qemu-m7"], help="what to build for (default: host)")
+    p.add_argument("--target", default="host", choices=["host", "qemu-m4", "qemu-m7", "qemu-m55"], help="what to build for (default: host)")
     p.add_argument("--out", metavar="DIR", help="build folder (default: out/build/<target>)")
     p.add_argument("--sanitize", action="store_true", help="host only: build with AddressSanitizer and UBSan")
 

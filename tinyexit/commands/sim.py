@@ -8,7 +8,7 @@ HELP = ("run N inputs through the firmware (host build) over the serial protocol
 
 def add_arguments(p) -> None:
     p.add_argument("model", metavar="MODEL", help="export folder (manifest.json + stages) or a .tflite file")
-    p.add_argument("--target", default="host", choices=["host", "qemu-m4", "qemu-m7"], help="where to run (default: host)")
+    p.add_argument("--target", default="host", choices=["host", "qemu-m4", "qemu-m7", "qemu-m55"], help="where to run (default: host)")
     p.add_argument("--inputs", required=True, metavar="X.npy", help="N inputs in the model's input dtype and shape")
     p.add_argument("--labels", metavar="y.npy", help="N integer labels, for accuracy")
     p.add_argument("--out", metavar="results.npz", help="per-sample results (pred, exit, instructions, output)")

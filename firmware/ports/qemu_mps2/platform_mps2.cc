@@ -1,6 +1,7 @@
-// QEMU MPS2 port (mps2-an386 Cortex-M4, mps2-an500 Cortex-M7): CMSDK UART0, SysTick as the counter,
-// semihosting to exit. Under `qemu -icount shift=0` SysTick advances once per 40 instructions (25 MHz
-// reference clock, 1 instruction = 1 ns), so cycles() reports instructions, not real core cycles.
+// QEMU MPS2/MPS3 port (mps2-an386 Cortex-M4, mps2-an500 Cortex-M7, mps3-an547 Cortex-M55): CMSDK UART,
+// SysTick as the counter, semihosting to exit. Under `qemu -icount shift=0` one instruction takes 1 ns and
+// SysTick runs at the board's SYSCLK (MPS2 25 MHz: 40 instructions per tick; AN547 32 MHz: 31.25), so
+// cycles() reports instructions, not real core cycles. TX_SYSCLK_HZ comes from the build.
 #include <cstdint>
 
 #include "tinyexit/platform.h"
@@ -16,8 +17,8 @@ volatile uint32_t* const syst_csr = reinterpret_cast<volatile uint32_t*>(0xE000E
 volatile uint32_t* const syst_rvr = reinterpret_cast<volatile uint32_t*>(0xE000E014);
 volatile uint32_t* const syst_cvr = reinterpret_cast<volatile uint32_t*>(0xE000E018);
 constexpr uint32_t kReload = 0xFFFFFF;
-constexpr uint32_t kInstructionsPerTick = 40;
-constexpr uint32_t kTicksPerMs = 25000;  // the 25 MHz reference clock
+constexpr uint64_t kSysclkHz = TX_SYSCLK_HZ;
+constexpr uint32_t kTicksPerMs = static_cast<uint32_t>(kSysclkHz / 1000);
 volatile uint32_t wraps = 0;
 
 uint32_t ticks() {
@@ -59,7 +60,8 @@ void write_bytes(const uint8_t* data, size_t size) {
   }
 }
 
-uint32_t cycles() { return ticks() * kInstructionsPerTick; }
+// ticks * (1e9 / SYSCLK) instructions, i.e. nanoseconds of -icount virtual time
+uint32_t cycles() { return static_cast<uint32_t>(uint64_t{ticks()} * 1000000000u / kSysclkHz); }
 
 // Restarting SysTick re-bases QEMU's timer on the current instruction, so the ticks that follow fall at
 // the same instructions every run, whenever the request arrived over the serial link.
