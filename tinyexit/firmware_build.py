@@ -48,12 +48,22 @@ def runtime_sources(target: str) -> list[Path]:
     return sources + sorted((FIRMWARE / "ports" / TARGETS[target]["port"]).glob("*.cc"))
 
 
-def build(model_path: str | Path, target: str, out_dir: str | Path, sanitize: bool = False) -> Build:
-    """Generate the model's C++ into out_dir and compile it with the runtime and the target's port."""
+KERNELS = ("auto", "portable", "dsp")
+
+
+def build(model_path: str | Path, target: str, out_dir: str | Path, sanitize: bool = False,
+          kernels: str = "auto") -> Build:
+    """Generate the model's C++ into out_dir and compile it with the runtime and the target's port.
+
+    kernels: `auto` uses the Cortex-M DSP kernels (SMLAD/SXTB16) exactly on cores that have the DSP
+    extension; `portable` forces the plain C++ kernels; `dsp` forces the DSP kernels (on the host, their
+    C++ emulation of each instruction). Every choice gives the same bits."""
     from tinyexit.codegen import generate, load
 
     if target not in TARGETS:
         raise TinyexitError(f"unknown target '{target}' (known: {', '.join(TARGETS)})")
+    if kernels not in KERNELS:
+        raise TinyexitError(f"unknown kernel variant '{kernels}' (known: {', '.join(KERNELS)})")
     spec = TARGETS[target]
     compiler = shutil.which(spec["compiler"])
     if compiler is None:
@@ -62,11 +72,14 @@ def build(model_path: str | Path, target: str, out_dir: str | Path, sanitize: bo
     generated = generate(load(model_path), out_dir)
     if sanitize and target != "host":
         raise TinyexitError("sanitizers are for the host build only")
-    binary = out_dir / ("tinyexit_" + target + ("_asan" if sanitize else "") + ("" if target == "host" else ".elf"))
+    binary = out_dir / ("tinyexit_" + target + ("_asan" if sanitize else "") +
+                        ("" if kernels == "auto" else "_" + kernels) + ("" if target == "host" else ".elf"))
     flags = COMMON_FLAGS + spec["flags"] + [f"-I{FIRMWARE / 'include'}",
                                             f"-DTX_MAX_INPUT_BYTES={generated.input_bytes}",
                                             f"-DTX_MAX_OUTPUT_BYTES={generated.max_output_bytes}",
                                             f"-DTX_NUM_LAYERS={generated.num_layers}"]
+    if kernels != "auto":
+        flags.append(f"-DTX_DSP_KERNELS={int(kernels == 'dsp')}")
     if sanitize:
         flags += ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-g", "-O1"]
     cmd = [compiler, *flags, *map(str, runtime_sources(target)), str(generated.source), "-o", str(binary), *spec["link"]]

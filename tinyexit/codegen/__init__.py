@@ -95,7 +95,9 @@ def generate(model: Model, out_dir: Path) -> Generated:
             for t in o.outputs:
                 key_of[(k, t)] = (k, t)
                 buffers[(k, t)] = Buffer(g.tensors[t].nbytes, step, step)
-            layers.append({"stage": k, "op": op.op, "output": g.tensors[op.outputs[0]].name, "macs": o.macs})
+            if o.scratch_bytes:
+                buffers[("scratch", step)] = Buffer(o.scratch_bytes, step, step)
+            layers.append({"stage": k, **o.report()})
             step += 1
         stage_end = step - 1
         for t in g.outputs:  # stage outputs live to the end of their stage, features into the next one
@@ -103,6 +105,12 @@ def generate(model: Model, out_dir: Path) -> Generated:
     if model.stages[0].graph.tensors[model.stages[0].graph.inputs[0]].dtype != "int8":
         raise TinyexitError(f"{model.source}: the model input must be int8")
     arena = plan(list(buffers.values()))
+    step = 0
+    for stage in model.stages:
+        for o in stage.ops:
+            if o.scratch_bytes:
+                o.scratch = f"(arena + {buffers[('scratch', step)].offset})"
+            step += 1
 
     def ptr(k: int):
         return lambda t: f"(arena + {buffers[key_of[(k, t)]].offset})"

@@ -23,9 +23,13 @@ def shape4(t: Tensor) -> str:
 
 
 class Op:
-    """Base: `activations` are the non-constant tensors the op reads; `outputs` what it writes."""
+    """Base: `activations` are the non-constant tensors the op reads; `outputs` what it writes;
+    `scratch_bytes` the working memory its DSP kernel needs for the duration of the call (the planner gives
+    it a place in the arena and sets `scratch`, a C++ expression for its address)."""
 
     kernel = ""
+    scratch_bytes = 0
+    scratch = "nullptr"
 
     def __init__(self, graph: Graph, op: Operator, name: str):
         self.graph, self.op, self.name = graph, op, name
@@ -51,6 +55,15 @@ class Op:
     def weight_bytes(self) -> int:
         return sum(self.t(i).data.nbytes for i in self.op.inputs if i >= 0 and self.t(i).is_constant)
 
+    def activation_bytes(self) -> int:
+        return sum(self.t(i).nbytes for i in self.activations + self.outputs)
+
+    def report(self) -> dict:
+        """The op's cost figures (TinyEngine style), for build reports."""
+        return {"op": self.op.op, "output": self.t(self.outputs[0]).name, "macs": self.macs,
+                "weight_bytes": self.weight_bytes(), "activation_bytes": self.activation_bytes(),
+                "scratch_bytes": self.scratch_bytes}
+
     def definitions(self) -> str:
         return ""
 
@@ -61,15 +74,62 @@ class Op:
         """Filter, optional bias and per-channel requantization as const arrays `<name>_filter` etc."""
         n = self.name
         self.has_bias = bias is not None
-        text = c_array("int8_t", f"{n}_filter", w.data)
+        text = "#if !TX_DSP_KERNELS\n" if self.dsp else ""
+        text += c_array("int8_t", f"{n}_filter", w.data)
         text += c_array("int32_t", f"{n}_bias", bias.data) if bias is not None else ""
+        text += "#endif\n" if self.dsp else ""
         text += c_array("int32_t", f"{n}_mult", np.array([m for m, _ in mults]))
         return text + c_array("int32_t", f"{n}_shift", np.array([s for _, s in mults]))
 
     def weighted_call(self, ptr) -> str:
         n = self.name
         bias = f"{n}_bias" if self.has_bias else "nullptr"
-        return f"{self.kernel}({n}_params, {ptr(self.op.inputs[0])}, {n}_filter, {bias}, {ptr(self.outputs[0])});"
+        portable = f"{self.kernel}({n}_params, {ptr(self.op.inputs[0])}, {n}_filter, {bias}, {ptr(self.outputs[0])});"
+        if not self.dsp:
+            return portable
+        scratch = f", {self.scratch}" if self.scratch_bytes else ""
+        return (f"\n#if TX_DSP_KERNELS\n  dsp::{self.kernel}({n}_params, {n}_dsp, {ptr(self.op.inputs[0])}, "
+                f"{ptr(self.outputs[0])}{scratch});\n#else\n  {portable}\n#endif")
+
+    dsp = False  # set by check() when a DSP variant exists for this op's shapes
+
+    def fast_requantize(self, w: np.ndarray, bias: np.ndarray | None, mults: list[tuple[int, int]]) -> bool:
+        """Whether dsp.h's 6-instruction requantization equals the reference for every possible input: each
+        channel shifts right (shift <= -1) and its accumulator stays below 2^30 in magnitude (|input + offset|
+        <= 255). w: [channels, products]."""
+        bound = 255 * np.abs(w.astype(np.int64)).sum(axis=1)
+        if bias is not None:
+            bound = bound + np.abs(bias.astype(np.int64))
+        return bool(np.all(bound < (1 << 30)) and all(shift <= -1 for _, shift in mults))
+
+
+GROUP_ORDER = [0, 2, 1, 3]  # SXTB16 widens bytes 0, 2 into one word and 1, 3 into the next
+
+
+def gemm_filter(w: np.ndarray, grouped: bool) -> tuple[np.ndarray, int]:
+    """int8 [channels, products] -> the DSP GEMM's widened filter (kernels.h GemmDspParams) as uint32 words,
+    and k_padded."""
+    channels, k = w.shape
+    k_padded = -(-k // 8) * 8
+    w = w.astype(np.int16)
+    if grouped:
+        w = w.reshape(channels, k // 4, 4)[:, :, GROUP_ORDER].reshape(channels, k)
+    padded = np.zeros((channels + channels % 2, k_padded), np.int16)
+    padded[:channels, :k] = w
+    blocks = padded.reshape(-1, 2, k_padded // 4, 4).transpose(0, 2, 1, 3)  # [pair][group][channel][4]
+    return np.ascontiguousarray(blocks).astype("<i2").view("<u4").reshape(-1), k_padded
+
+
+def gemm_scratch_bytes(k: int, out_c: int) -> int:
+    """kernels.h dsp::gemm_scratch_bytes: two pixels' widened inputs, then their sums."""
+    return 4 * (-(-k // 8) * 8) + 8 * (out_c + out_c % 2)
+
+
+def padded_bias(bias: Tensor | None, channels: int) -> np.ndarray:
+    out = np.zeros(channels + channels % 2, np.int32)
+    if bias is not None:
+        out[:channels] = bias.data
+    return out
 
 
 def _scale(t: Tensor) -> float:
@@ -82,12 +142,6 @@ def _zp(t: Tensor) -> int:
 
 class ConvOp(Op):
     kernel = "conv_s8"
-    depthwise = False
-
-    def check(self):
-        w = self.t(self.op.inputs[1])
-        if w.dtype != "int8" or not w.is_constant:
-            raise TinyexitError(f"{self.graph.source}: {self.op.op} filter '{w.name}' is {w.dtype}; int8 expected")
 
     def definitions(self) -> str:
         o = self.op.options
@@ -109,7 +163,28 @@ class ConvOp(Op):
         text += (f"static const ConvParams {n}_params = {{{shape4(inp)}, {shape4(w)}, {shape4(out)}, "
                  f"{o.strideH}, {o.strideW}, {dh}, {dw}, {pad_h}, {pad_w}, {dm}, {-_zp(inp)}, {_zp(out)}, "
                  f"{lo}, {hi}, {n}_mult, {n}_shift}};\n")
+        if self.dsp:
+            text += "#if TX_DSP_KERNELS\n" + self.dsp_definitions(w, bias, mults) + "#endif\n"
         return text
+
+    def check(self):
+        w = self.t(self.op.inputs[1])
+        if w.dtype != "int8" or not w.is_constant:
+            raise TinyexitError(f"{self.graph.source}: {self.op.op} filter '{w.name}' is {w.dtype}; int8 expected")
+        self.dsp = True
+        k = int(np.prod(w.shape[1:]))
+        self.scratch_bytes = gemm_scratch_bytes(k, w.shape[0])
+
+    def dsp_definitions(self, w: Tensor, bias: Tensor | None, mults) -> str:
+        out_c = w.shape[0]
+        flat = w.data.reshape(out_c, -1)
+        grouped = w.shape[3] % 4 == 0
+        words, k_padded = gemm_filter(flat, grouped)
+        fast = self.fast_requantize(flat, bias.data if bias is not None else None, mults)
+        n = self.name
+        return (c_array("uint32_t", f"{n}_filter16", words) + c_array("int32_t", f"{n}_bias32", padded_bias(bias, out_c)) +
+                f"static const GemmDspParams {n}_dsp = {{{flat.shape[1]}, {k_padded}, {str(grouped).lower()}, "
+                f"{str(fast).lower()}, {n}_filter16, {n}_bias32}};\n")
 
     def call(self, ptr) -> str:
         return self.weighted_call(ptr)
@@ -117,6 +192,33 @@ class ConvOp(Op):
 
 class DepthwiseConvOp(ConvOp):
     kernel = "depthwise_conv_s8"
+
+    def check(self):
+        w = self.t(self.op.inputs[1])
+        if w.dtype != "int8" or not w.is_constant:
+            raise TinyexitError(f"{self.graph.source}: {self.op.op} filter '{w.name}' is {w.dtype}; int8 expected")
+        inp = self.t(self.op.inputs[0])
+        dm = getattr(self.op.options, "depthMultiplier", 1) or 1
+        self.dsp = (inp.shape[3] % 4 == 0 and w.shape[3] == inp.shape[3] and dm == 1
+                    and w.shape[1] * w.shape[2] <= 64)  # else: the portable kernel
+
+    def dsp_definitions(self, w: Tensor, bias: Tensor | None, mults) -> str:
+        _, kh, kw, c = w.shape
+        taps = w.data.reshape(kh * kw, c).astype(np.int64)
+        zp_in = _zp(self.t(self.op.inputs[0]))
+        b = np.zeros(c, np.int64) if bias is None else bias.data.astype(np.int64)
+        folded = b - zp_in * taps.sum(axis=0)  # input_offset = -zero point
+        if np.any(np.abs(folded) >= (1 << 31)):
+            raise TinyexitError(f"{self.graph.source}: {self.op.op} bias '{bias.name}' overflows when folded")
+        groups = taps.reshape(kh * kw, c // 4, 4)[:, :, GROUP_ORDER].transpose(1, 0, 2)  # [group][tap][4]
+        widened = np.ascontiguousarray(groups).astype("<i2").reshape(-1).view("<u4")
+        fast = self.fast_requantize(taps.T, b, mults)
+        n = self.name
+        return (c_array("uint32_t", f"{n}_filter16", widened) +
+                c_array("int32_t", f"{n}_bias32", folded.astype(np.int32)) +
+                c_array("int8_t", f"{n}_padding", np.full(c, zp_in, np.int8)) +
+                f"static const DepthwiseDspParams {n}_dsp = {{{str(fast).lower()}, {n}_filter16, {n}_bias32, "
+                f"{n}_padding}};\n")
 
 
 class FullyConnectedOp(Op):
@@ -128,6 +230,8 @@ class FullyConnectedOp(Op):
             raise TinyexitError(f"{self.graph.source}: FULLY_CONNECTED weights '{w.name}' are {w.dtype}; int8 expected")
         if w.zero_point is not None and np.any(w.zero_point != 0):
             raise TinyexitError(f"{self.graph.source}: FULLY_CONNECTED weights '{w.name}' have a non-zero zero point")
+        self.dsp = True
+        self.scratch_bytes = gemm_scratch_bytes(w.shape[1], w.shape[0])
 
     def definitions(self) -> str:
         inp, w, out = self.t(self.op.inputs[0]), self.t(self.op.inputs[1]), self.t(self.op.outputs[0])
@@ -141,6 +245,13 @@ class FullyConnectedOp(Op):
         text = self.weight_arrays(w, bias, mults)
         text += (f"static const FullyConnectedParams {n}_params = {{{batches}, {depth}, {units}, {-_zp(inp)}, "
                  f"{_zp(out)}, {lo}, {hi}, {n}_mult, {n}_shift}};\n")
+        grouped = depth % 4 == 0
+        words, k_padded = gemm_filter(w.data, grouped)
+        fast = self.fast_requantize(w.data, bias.data if bias is not None else None, mults)
+        text += ("#if TX_DSP_KERNELS\n" + c_array("uint32_t", f"{n}_filter16", words) +
+                 c_array("int32_t", f"{n}_bias32", padded_bias(bias, units)) +
+                 f"static const GemmDspParams {n}_dsp = {{{depth}, {k_padded}, {str(grouped).lower()}, "
+                 f"{str(fast).lower()}, {n}_filter16, {n}_bias32}};\n#endif\n")
         return text
 
     def call(self, ptr) -> str:

@@ -9,6 +9,9 @@ def add_arguments(p) -> None:
     p.add_argument("model", metavar="MODEL", help="export folder (manifest.json + stages) or a .tflite file")
     p.add_argument("--target", default="host", choices=["host", "qemu-m4", "qemu-m7", "qemu-m55"], help="what to build for (default: host)")
     p.add_argument("--out", metavar="DIR", help="build folder (default: out/build/<target>)")
+    p.add_argument("--kernels", default="auto", choices=["auto", "portable", "dsp"],
+                   help="kernel variant: auto = Cortex-M DSP kernels where the core has them (default), "
+                        "portable = plain C++, dsp = DSP kernels (emulated in C++ on the host)")
     p.add_argument("--sanitize", action="store_true", help="host only: build with AddressSanitizer and UBSan")
 
 
@@ -16,7 +19,7 @@ def run(args) -> int:
     from tinyexit.firmware_build import build
 
     out = Path(args.out or f"out/build/{args.target}")
-    b = build(args.model, args.target, out, sanitize=args.sanitize)
+    b = build(args.model, args.target, out, sanitize=args.sanitize, kernels=args.kernels)
     print(f"built {b.binary}")
     print(f"  generated model: {out / 'model.cc'} ({b.num_layers} layers, {b.macs:,} MACs)")
     print(f"  activation arena (static plan, peak): {b.arena_bytes:,} bytes; input {b.input_bytes:,} bytes")

@@ -63,4 +63,41 @@ void softmax_s8(const SoftmaxParams& p, const int8_t* input, int8_t* output);
 void concatenation_s8(const ConcatParams& p, const int8_t* const* inputs, int8_t* output);
 void copy_s8(const int8_t* input, int32_t size, int8_t* output);  // RESHAPE
 
+// The Cortex-M DSP variants (kernels/dsp/<op>_s8.cc, namespace tx::dsp; SMLAD/SXTB16, emulated in C++ off
+// Arm) take the portable parameters plus what the code generator prepares for them. Same bits as above.
+// The generated model uses them when TX_DSP_KERNELS is 1 (default: on cores with the DSP extension).
+#ifndef TX_DSP_KERNELS
+#if defined(__ARM_FEATURE_DSP)
+#define TX_DSP_KERNELS 1
+#else
+#define TX_DSP_KERNELS 0
+#endif
+#endif
+
+struct GemmDspParams {    // CONV_2D and FULLY_CONNECTED as a product of int16 matrices
+  int32_t k;              // products per output: kh * kw * in_c (conv) or depth (fully connected)
+  int32_t k_padded;       // k rounded up to a multiple of 8 (the inner loop takes 8 at a time)
+  bool grouped;           // in_c % 4 == 0: inputs are widened 4 at a time, stored in the order 0, 2, 1, 3
+  bool fast_requantize;   // every channel has shift <= -1 and |accumulator| < 2^30 (see dsp.h)
+  const uint32_t* filter; // int16 pairs (low half first): [out_c rounded up to even / 2][k_padded / 4]
+                          // [2 channels][4 values], each 4 in the inputs' order
+  const int32_t* bias;    // out_c rounded up to even (zeros where the model has none)
+};
+
+struct DepthwiseDspParams {  // depth multiplier 1, in_c % 4 == 0, kh * kw <= 64
+  bool fast_requantize;
+  const uint32_t* filter; // int16 pairs: [in_c / 4][kh * kw][c0, c2 | c1, c3]
+  const int32_t* bias;    // in_c values: bias + input_offset * (sum of the channel's weights)
+  const int8_t* padding;  // in_c copies of the input zero point: what taps outside the input read
+};
+
+namespace dsp {
+// scratch: gemm_scratch_bytes(...) bytes, 4-byte aligned: two pixels' widened inputs, then their sums
+constexpr int32_t gemm_scratch_bytes(int32_t k_padded, int32_t out_c) { return 4 * k_padded + 8 * (out_c + out_c % 2); }
+void conv_s8(const ConvParams& p, const GemmDspParams& d, const int8_t* input, int8_t* output, void* scratch);
+void fully_connected_s8(const FullyConnectedParams& p, const GemmDspParams& d, const int8_t* input,
+                        int8_t* output, void* scratch);
+void depthwise_conv_s8(const ConvParams& p, const DepthwiseDspParams& d, const int8_t* input, int8_t* output);
+}  // namespace dsp
+
 }  // namespace tx

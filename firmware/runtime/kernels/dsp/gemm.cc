@@ -1,0 +1,71 @@
+// The inner loops of the DSP CONV_2D and FULLY_CONNECTED kernels (gemm.h). Out of line and free of other work
+// on purpose: inlined into its callers GCC runs out of registers for the hand-scheduled loop (hard-float ABI).
+#include "gemm.h"
+
+namespace tx::dsp {
+
+namespace {
+
+// One channel pair; returns the filter position of the next pair.
+__attribute__((noinline)) const uint32_t* dot_pair(const uint32_t* cols, const uint32_t* cols_end,
+                                                   const uint32_t* w, const int32_t* bias, int32_t* sums) {
+  {
+    int32_t a0 = bias[0], a1 = bias[1], b0 = a0, b1 = a1;
+#if defined(__ARM_FEATURE_DSP) && defined(__thumb2__)
+  // Per 4 products: one LDM of both pixels' inputs, one LDM per channel's weights, 8 SMLAD (16 MACs).
+  // Written out so the loads stay LDMs: instruction count is what this path is measured by.
+  const uint32_t* c = cols;
+  asm volatile(
+      "1:\n"
+      "ldmia %[c]!, {r2, r3, r4, r5}\n"
+      "ldmia %[w]!, {r6, r8}\n"
+      "smlad %[a0], r2, r6, %[a0]\n"
+      "smlad %[b0], r4, r6, %[b0]\n"
+      "smlad %[a0], r3, r8, %[a0]\n"
+      "smlad %[b0], r5, r8, %[b0]\n"
+      "ldmia %[w]!, {r6, r8}\n"
+      "smlad %[a1], r2, r6, %[a1]\n"
+      "smlad %[b1], r4, r6, %[b1]\n"
+      "smlad %[a1], r3, r8, %[a1]\n"
+      "smlad %[b1], r5, r8, %[b1]\n"
+      "ldmia %[c]!, {r2, r3, r4, r5}\n"
+      "ldmia %[w]!, {r6, r8}\n"
+      "smlad %[a0], r2, r6, %[a0]\n"
+      "smlad %[b0], r4, r6, %[b0]\n"
+      "smlad %[a0], r3, r8, %[a0]\n"
+      "smlad %[b0], r5, r8, %[b0]\n"
+      "ldmia %[w]!, {r6, r8}\n"
+      "smlad %[a1], r2, r6, %[a1]\n"
+      "smlad %[b1], r4, r6, %[b1]\n"
+      "smlad %[a1], r3, r8, %[a1]\n"
+      "smlad %[b1], r5, r8, %[b1]\n"
+      "cmp %[c], %[end]\n"
+      "bne 1b\n"
+      : [a0] "+r"(a0), [a1] "+r"(a1), [b0] "+r"(b0), [b1] "+r"(b1), [c] "+r"(c), [w] "+r"(w)
+      : [end] "r"(cols_end)
+      : "r2", "r3", "r4", "r5", "r6", "r8", "cc", "memory");
+#else
+  for (const uint32_t* c = cols; c < cols_end; c += 4, w += 4) {
+    a0 = smlad(c[0], w[0], a0);
+    b0 = smlad(c[2], w[0], b0);
+    a0 = smlad(c[1], w[1], a0);
+    b0 = smlad(c[3], w[1], b0);
+    a1 = smlad(c[0], w[2], a1);
+    b1 = smlad(c[2], w[2], b1);
+    a1 = smlad(c[1], w[3], a1);
+    b1 = smlad(c[3], w[3], b1);
+  }
+#endif
+    sums[0] = a0, sums[1] = a1, sums[2] = b0, sums[3] = b1;
+  }
+  return w;
+}
+
+}  // namespace
+
+void dot_pairs(const uint32_t* cols, const uint32_t* cols_end, const uint32_t* w, const int32_t* bias,
+               int32_t pairs, int32_t* sums) {
+  for (int32_t j = 0; j < pairs; ++j, bias += 2, sums += 4) w = dot_pair(cols, cols_end, w, bias, sums);
+}
+
+}  // namespace tx::dsp
