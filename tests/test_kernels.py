@@ -1,5 +1,6 @@
 """Each firmware kernel against TFLite Micro on random shapes, strides, paddings, activations and (through
-random weights and calibration data) random quantization parameters. Single-op models, host build."""
+random weights and calibration data) random quantization parameters. Single-op models, host build, with the
+portable kernels and with the Cortex-M DSP kernels (their instructions emulated in C++)."""
 
 import numpy as np
 import pytest
@@ -16,7 +17,8 @@ def _model(kind: str, rng: np.random.Generator):
     from keras import layers
 
     keras.utils.set_random_seed(int(rng.integers(1 << 30)))
-    h, w, c = (int(v) for v in rng.integers(3, 12, 3))
+    h, w = (int(v) for v in rng.integers(3, 12, 2))
+    c = int(rng.choice([1, 3, 4, 8, 9, 12]))  # multiples of 4 take the DSP kernels' grouped paths
     inp = keras.Input((h, w, c))
     padding = str(rng.choice(["same", "valid"]))
     stride = int(rng.integers(1, 3))
@@ -39,13 +41,20 @@ def _model(kind: str, rng: np.random.Generator):
         out = finish(layers.Add()([a, layers.Conv2D(c, 1, use_bias=False)(inp)]))
     elif kind == "softmax":
         out = layers.Softmax()(layers.Dense(int(rng.integers(2, 16)))(layers.Flatten()(inp)))
+    elif kind == "pad":
+        top, bottom, left, right = (int(v) for v in rng.integers(0, 3, 4))
+        out = layers.ZeroPadding2D(((top, bottom), (left, right)))(layers.Conv2D(c, 1)(inp))
+    elif kind == "mean":
+        keepdims = bool(rng.integers(2))
+        out = layers.GlobalAveragePooling2D(keepdims=keepdims)(layers.Conv2D(c, 1)(inp))
     elif kind == "concat":
         out = layers.Concatenate()([layers.MaxPooling2D(1)(inp), layers.AveragePooling2D(1)(inp)])
     return keras.Model(inp, out), (h, w, c)
 
 
 OPS = {"conv": "CONV_2D", "depthwise": "DEPTHWISE_CONV_2D", "dense": "FULLY_CONNECTED",
-       "avg_pool": "AVERAGE_POOL_2D", "max_pool": "MAX_POOL_2D", "add": "ADD", "concat": "CONCATENATION", "softmax": "SOFTMAX"}
+       "avg_pool": "AVERAGE_POOL_2D", "max_pool": "MAX_POOL_2D", "add": "ADD", "concat": "CONCATENATION", "softmax": "SOFTMAX",
+       "pad": "PAD", "mean": "MEAN"}
 
 
 @pytest.mark.parametrize("kind", list(OPS))
@@ -60,11 +69,12 @@ def test_kernel_matches_tflite_micro(kind, tmp_path):
         assert OPS[kind] in {op.op for op in graph.ops}
         path = tmp_path / f"{kind}{case}.tflite"
         path.write_bytes(buf)
-        fw = build(path, "host", tmp_path / f"b{case}")
         reference = StageInterpreter(buf)
         x = rng.integers(-128, 128, (12, *shape)).astype(np.int8)
-        with firmware("host", fw.binary) as dev:
-            for sample in x:
-                want = reference(sample[None])[0].reshape(-1)
-                got = dev.infer(sample).output
-                assert np.array_equal(got, want), f"{kind} case {case}: {got[:8]} vs {want[:8]}"
+        want = [reference(sample[None])[0].reshape(-1) for sample in x]
+        for kernels in ("portable", "dsp"):
+            fw = build(path, "host", tmp_path / f"b{case}", kernels=kernels)
+            with firmware("host", fw.binary) as dev:
+                for sample, expected in zip(x, want):
+                    got = dev.infer(sample).output
+                    assert np.array_equal(got, expected), f"{kind} case {case} ({kernels}): {got[:8]} vs {expected[:8]}"

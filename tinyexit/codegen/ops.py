@@ -93,14 +93,27 @@ class Op:
 
     dsp = False  # set by check() when a DSP variant exists for this op's shapes
 
-    def fast_requantize(self, w: np.ndarray, bias: np.ndarray | None, mults: list[tuple[int, int]]) -> bool:
-        """Whether dsp.h's 6-instruction requantization equals the reference for every possible input: each
-        channel shifts right (shift <= -1) and its accumulator stays below 2^30 in magnitude (|input + offset|
-        <= 255). w: [channels, products]."""
+    def fast_requant(self, w: np.ndarray, bias: np.ndarray | None, mults: list[tuple[int, int]]) -> tuple[str, str]:
+        """The DSP kernels' `fast_requant` table ([multiplier, ~shift] per channel) and the C++ expression for it,
+        where dsp.h's short requantization equals the reference for every possible input: each channel shifts
+        right (shift <= -1) and its accumulator stays below 2^30 in magnitude (|input + offset| <= 255);
+        else no table and `nullptr` (the kernels then requantize the reference way). w: [channels, products]."""
         bound = 255 * np.abs(w.astype(np.int64)).sum(axis=1)
         if bias is not None:
             bound = bound + np.abs(bias.astype(np.int64))
-        return bool(np.all(bound < (1 << 30)) and all(shift <= -1 for _, shift in mults))
+        if not (np.all(bound < (1 << 30)) and all(shift <= -1 for _, shift in mults)):
+            return "", "nullptr"
+        table = np.array([[m, ~s] for m, s in mults], np.int32).reshape(-1)
+        return c_array("int32_t", f"{self.name}_fastq", table), f"{self.name}_fastq"
+
+    def gemm_dsp_definitions(self, w: np.ndarray, bias: Tensor | None, mults, grouped: bool) -> str:
+        """GemmDspParams for CONV_2D and FULLY_CONNECTED; w: int8 [channels, products]."""
+        words, k_padded = gemm_filter(w, grouped)
+        table, fast = self.fast_requant(w, bias.data if bias is not None else None, mults)
+        n = self.name
+        return (c_array("uint32_t", f"{n}_filter16", words) + c_array("int32_t", f"{n}_bias32", padded_bias(bias, w.shape[0])) +
+                table + f"static const GemmDspParams {n}_dsp = {{{w.shape[1]}, {k_padded}, {str(grouped).lower()}, "
+                f"{fast}, {n}_filter16, {n}_bias32}};\n")
 
 
 GROUP_ORDER = [0, 2, 1, 3]  # SXTB16 widens bytes 0, 2 into one word and 1, 3 into the next
@@ -120,9 +133,9 @@ def gemm_filter(w: np.ndarray, grouped: bool) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(blocks).astype("<i2").view("<u4").reshape(-1), k_padded
 
 
-def gemm_scratch_bytes(k: int, out_c: int) -> int:
-    """kernels.h dsp::gemm_scratch_bytes: two pixels' widened inputs, then their sums."""
-    return 4 * (-(-k // 8) * 8) + 8 * (out_c + out_c % 2)
+def gemm_scratch_bytes(k: int) -> int:
+    """The DSP GEMM's column buffer (kernels.h): two pixels' inputs widened to int16, k padded to 8."""
+    return 4 * (-(-k // 8) * 8)
 
 
 def padded_bias(bias: Tensor | None, channels: int) -> np.ndarray:
@@ -173,18 +186,10 @@ class ConvOp(Op):
             raise TinyexitError(f"{self.graph.source}: {self.op.op} filter '{w.name}' is {w.dtype}; int8 expected")
         self.dsp = True
         k = int(np.prod(w.shape[1:]))
-        self.scratch_bytes = gemm_scratch_bytes(k, w.shape[0])
+        self.scratch_bytes = gemm_scratch_bytes(k)
 
     def dsp_definitions(self, w: Tensor, bias: Tensor | None, mults) -> str:
-        out_c = w.shape[0]
-        flat = w.data.reshape(out_c, -1)
-        grouped = w.shape[3] % 4 == 0
-        words, k_padded = gemm_filter(flat, grouped)
-        fast = self.fast_requantize(flat, bias.data if bias is not None else None, mults)
-        n = self.name
-        return (c_array("uint32_t", f"{n}_filter16", words) + c_array("int32_t", f"{n}_bias32", padded_bias(bias, out_c)) +
-                f"static const GemmDspParams {n}_dsp = {{{flat.shape[1]}, {k_padded}, {str(grouped).lower()}, "
-                f"{str(fast).lower()}, {n}_filter16, {n}_bias32}};\n")
+        return self.gemm_dsp_definitions(w.data.reshape(w.shape[0], -1), bias, mults, grouped=w.shape[3] % 4 == 0)
 
     def call(self, ptr) -> str:
         return self.weighted_call(ptr)
@@ -212,13 +217,12 @@ class DepthwiseConvOp(ConvOp):
             raise TinyexitError(f"{self.graph.source}: {self.op.op} bias '{bias.name}' overflows when folded")
         groups = taps.reshape(kh * kw, c // 4, 4)[:, :, GROUP_ORDER].transpose(1, 0, 2)  # [group][tap][4]
         widened = np.ascontiguousarray(groups).astype("<i2").reshape(-1).view("<u4")
-        fast = self.fast_requantize(taps.T, b, mults)
+        table, fast = self.fast_requant(taps.T, b, mults)
         n = self.name
         return (c_array("uint32_t", f"{n}_filter16", widened) +
                 c_array("int32_t", f"{n}_bias32", folded.astype(np.int32)) +
-                c_array("int8_t", f"{n}_padding", np.full(c, zp_in, np.int8)) +
-                f"static const DepthwiseDspParams {n}_dsp = {{{str(fast).lower()}, {n}_filter16, {n}_bias32, "
-                f"{n}_padding}};\n")
+                c_array("int8_t", f"{n}_padding", np.full(c, zp_in, np.int8)) + table +
+                f"static const DepthwiseDspParams {n}_dsp = {{{fast}, {n}_filter16, {n}_bias32, {n}_padding}};\n")
 
 
 class FullyConnectedOp(Op):
@@ -231,7 +235,7 @@ class FullyConnectedOp(Op):
         if w.zero_point is not None and np.any(w.zero_point != 0):
             raise TinyexitError(f"{self.graph.source}: FULLY_CONNECTED weights '{w.name}' have a non-zero zero point")
         self.dsp = True
-        self.scratch_bytes = gemm_scratch_bytes(w.shape[1], w.shape[0])
+        self.scratch_bytes = gemm_scratch_bytes(w.shape[1])
 
     def definitions(self) -> str:
         inp, w, out = self.t(self.op.inputs[0]), self.t(self.op.inputs[1]), self.t(self.op.outputs[0])
@@ -245,13 +249,7 @@ class FullyConnectedOp(Op):
         text = self.weight_arrays(w, bias, mults)
         text += (f"static const FullyConnectedParams {n}_params = {{{batches}, {depth}, {units}, {-_zp(inp)}, "
                  f"{_zp(out)}, {lo}, {hi}, {n}_mult, {n}_shift}};\n")
-        grouped = depth % 4 == 0
-        words, k_padded = gemm_filter(w.data, grouped)
-        fast = self.fast_requantize(w.data, bias.data if bias is not None else None, mults)
-        text += ("#if TX_DSP_KERNELS\n" + c_array("uint32_t", f"{n}_filter16", words) +
-                 c_array("int32_t", f"{n}_bias32", padded_bias(bias, units)) +
-                 f"static const GemmDspParams {n}_dsp = {{{depth}, {k_padded}, {str(grouped).lower()}, "
-                 f"{str(fast).lower()}, {n}_filter16, {n}_bias32}};\n#endif\n")
+        text += "#if TX_DSP_KERNELS\n" + self.gemm_dsp_definitions(w.data, bias, mults, grouped=depth % 4 == 0) + "#endif\n"
         return text
 
     def call(self, ptr) -> str:
@@ -279,11 +277,19 @@ class PoolOp(Op):
                 f"{o.filterWidth}, {o.strideH}, {o.strideW}, {pad_h}, {pad_w}, {lo}, {hi}}};\n")
 
     def call(self, ptr) -> str:
-        return f"{self.kernel}({self.name}_params, {ptr(self.op.inputs[0])}, {ptr(self.outputs[0])});"
+        args = f"({self.name}_params, {ptr(self.op.inputs[0])}, {ptr(self.outputs[0])});"
+        if not self.dsp:
+            return self.kernel + args
+        return f"\n#if TX_DSP_KERNELS\n  dsp::{self.kernel}{args}\n#else\n  {self.kernel}{args}\n#endif"
+
+    @property
+    def dsp(self) -> bool:
+        return self.t(self.op.inputs[0]).shape[3] % 4 == 0
 
 
 class MaxPoolOp(PoolOp):
     kernel = "max_pool_s8"
+    dsp = False
 
 
 class AddOp(Op):
@@ -368,10 +374,54 @@ class ConcatenationOp(Op):
                 f"{ptr(self.outputs[0])}); }}")
 
 
+class PadOp(Op):
+    def check(self):
+        inp, out = self.t(self.op.inputs[0]), self.t(self.outputs[0])
+        pads = self.t(self.op.inputs[1])
+        if not pads.is_constant or len(inp.shape) > 4 or (_scale(inp), _zp(inp)) != (_scale(out), _zp(out)):
+            raise TinyexitError(f"{self.graph.source}: PAD '{out.name}' has computed paddings, more than 4 "
+                                f"dimensions or requantizes; not supported")
+        if len(self.op.inputs) > 2 and self.op.inputs[2] >= 0:
+            raise TinyexitError(f"{self.graph.source}: PAD '{out.name}' with a pad value (PADV2) is not supported")
+
+    def definitions(self) -> str:
+        inp, out = self.t(self.op.inputs[0]), self.t(self.outputs[0])
+        before = [0] * (4 - len(inp.shape)) + [int(v) for v in self.t(self.op.inputs[1]).data.reshape(-1, 2)[:, 0]]
+        return (f"static const PadParams {self.name}_params = {{{shape4(inp)}, {shape4(out)}, "
+                f"{', '.join(map(str, before))}, {_zp(out)}}};\n")
+
+    def call(self, ptr) -> str:
+        return f"pad_s8({self.name}_params, {ptr(self.op.inputs[0])}, {ptr(self.outputs[0])});"
+
+
+class MeanOp(Op):
+    """MEAN over axes 1 and 2 of an NHWC tensor, as TFLite Micro's integer QuantizedMeanOrSum (kernels/mean_s8.cc)."""
+
+    def check(self):
+        inp, out = self.t(self.op.inputs[0]), self.t(self.outputs[0])
+        axes = self.t(self.op.inputs[1])
+        if len(inp.shape) != 4 or not axes.is_constant or sorted(int(a) % 4 for a in axes.data.reshape(-1)) != [1, 2]:
+            raise TinyexitError(f"{self.graph.source}: MEAN '{out.name}' must average axes 1 and 2 of a 4-D tensor")
+
+    def definitions(self) -> str:
+        inp, out = self.t(self.op.inputs[0]), self.t(self.outputs[0])
+        count = inp.shape[1] * inp.shape[2]
+        multiplier, shift = quantize_multiplier(_scale(inp) / _scale(out))
+        # TFLite Micro folds 1/count into the multiplier: scaled up by 2^k (k = floor(log2 count), at most 32 and
+        # 31 + shift), divided by count with truncation
+        k = min(count.bit_length() - 1, 32, 31 + shift)
+        multiplier, shift = (multiplier << k) // count, shift - k
+        return (f"static const MeanParams {self.name}_params = {{{shape4(inp)}, {_zp(inp)}, {_zp(out)}, "
+                f"{multiplier}, {shift}}};\n")
+
+    def call(self, ptr) -> str:
+        return f"mean_s8({self.name}_params, {ptr(self.op.inputs[0])}, {ptr(self.outputs[0])});"
+
+
 OPS = {"CONV_2D": ConvOp, "DEPTHWISE_CONV_2D": DepthwiseConvOp, "FULLY_CONNECTED": FullyConnectedOp,
        "AVERAGE_POOL_2D": PoolOp, "MAX_POOL_2D": MaxPoolOp, "RESHAPE": ReshapeOp,
        "CONCATENATION": ConcatenationOp, "ADD": AddOp,
-       "SOFTMAX": SoftmaxOp}
+       "SOFTMAX": SoftmaxOp, "PAD": PadOp, "MEAN": MeanOp}
 
 
 def make(graph: Graph, op: Operator, name: str) -> Op:

@@ -24,6 +24,14 @@ inline uint32_t sxtb16_ror8(uint32_t x) {
   return r;
 }
 inline uint32_t sadd16(uint32_t a, uint32_t b) { return __sadd16(a, b); }
+// acc's halves + bytes 0, 2 of x sign-extended
+inline uint32_t sxtab16(uint32_t acc, uint32_t x) { return __sxtab16(acc, x); }
+// acc's halves + bytes 1, 3 of x sign-extended
+inline uint32_t sxtab16_ror8(uint32_t acc, uint32_t x) {
+  uint32_t r;
+  asm("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(acc), "r"(x));
+  return r;
+}
 // acc + a.lo * b.lo + a.hi * b.hi
 inline int32_t smlad(uint32_t a, uint32_t b, int32_t acc) { return __smlad(a, b, acc); }
 inline int32_t smlabb(uint32_t a, uint32_t b, int32_t acc) { return __smlabb(a, b, acc); }
@@ -53,6 +61,8 @@ inline uint32_t sxtb16(uint32_t x) {
 }
 inline uint32_t sxtb16_ror8(uint32_t x) { return sxtb16((x >> 8) | (x << 24)); }
 inline uint32_t sadd16(uint32_t a, uint32_t b) { return pack16(lo16(a) + lo16(b), hi16(a) + hi16(b)); }
+inline uint32_t sxtab16(uint32_t acc, uint32_t x) { return sadd16(acc, sxtb16(x)); }
+inline uint32_t sxtab16_ror8(uint32_t acc, uint32_t x) { return sadd16(acc, sxtb16_ror8(x)); }
 // The products and sums wrap like the instruction's 32-bit accumulator (unsigned arithmetic: no UB).
 inline int32_t smlad(uint32_t a, uint32_t b, int32_t acc) {
   return static_cast<int32_t>(static_cast<uint32_t>(acc) + static_cast<uint32_t>(lo16(a) * lo16(b)) +
@@ -89,7 +99,7 @@ inline uint32_t load32(const void* p) {
 //  - rounding_divide_by_pot(s, e) with ties away from zero == floor((s - [s < 0] + 2^(e-1)) / 2^e)
 //    == ((t >> (e - 1)) + 1) >> 1 with t = s - [s < 0]; the offset is folded into the +1 as 1 + 2 * offset
 //    and the final >> 1 is part of the saturating instruction.
-// round_offset = 1 + 2 * output zero point; shift_minus_1 = -shift - 1 >= 0.
+// round_offset = 1 + 2 * output zero point; shift_minus_1 = -shift - 1 = ~shift >= 0.
 inline int32_t requantize_fast(int32_t acc, int32_t multiplier, int32_t shift_minus_1, int32_t round_offset) {
   const int32_t s = smmulr(static_cast<int32_t>(static_cast<uint32_t>(acc) << 1), multiplier);
   const int32_t t = s + (s >> 31);

@@ -49,6 +49,18 @@ struct ConcatParams {
   const int32_t* inner;  // elements per slice of each input
 };
 
+struct PadParams {
+  Shape4 input, output;
+  int32_t before_n, before_h, before_w, before_c;  // values added before each dimension
+  int32_t value;                                   // what the added values are: the output zero point
+};
+
+struct MeanParams {  // over height and width
+  Shape4 input;
+  int32_t input_zero_point, output_zero_point;
+  int32_t multiplier, shift;  // input scale / output scale / element count
+};
+
 void conv_s8(const ConvParams& p, const int8_t* input, const int8_t* filter, const int32_t* bias, int8_t* output);
 void depthwise_conv_s8(const ConvParams& p, const int8_t* input, const int8_t* filter, const int32_t* bias,
                        int8_t* output);
@@ -62,6 +74,8 @@ void max_pool_s8(const PoolParams& p, const int8_t* input, int8_t* output);
 void softmax_s8(const SoftmaxParams& p, const int8_t* input, int8_t* output);
 void concatenation_s8(const ConcatParams& p, const int8_t* const* inputs, int8_t* output);
 void copy_s8(const int8_t* input, int32_t size, int8_t* output);  // RESHAPE
+void pad_s8(const PadParams& p, const int8_t* input, int8_t* output);
+void mean_s8(const MeanParams& p, const int8_t* input, int8_t* output);
 
 // The Cortex-M DSP variants (kernels/dsp/<op>_s8.cc, namespace tx::dsp; SMLAD/SXTB16, emulated in C++ off
 // Arm) take the portable parameters plus what the code generator prepares for them. Same bits as above.
@@ -78,26 +92,28 @@ struct GemmDspParams {    // CONV_2D and FULLY_CONNECTED as a product of int16 m
   int32_t k;              // products per output: kh * kw * in_c (conv) or depth (fully connected)
   int32_t k_padded;       // k rounded up to a multiple of 8 (the inner loop takes 8 at a time)
   bool grouped;           // in_c % 4 == 0: inputs are widened 4 at a time, stored in the order 0, 2, 1, 3
-  bool fast_requantize;   // every channel has shift <= -1 and |accumulator| < 2^30 (see dsp.h)
+  const int32_t* fast_requant;  // see DepthwiseDspParams
   const uint32_t* filter; // int16 pairs (low half first): [out_c rounded up to even / 2][k_padded / 4]
                           // [2 channels][4 values], each 4 in the inputs' order
   const int32_t* bias;    // out_c rounded up to even (zeros where the model has none)
 };
 
 struct DepthwiseDspParams {  // depth multiplier 1, in_c % 4 == 0, kh * kw <= 64
-  bool fast_requantize;
+  // [multiplier, ~shift] per channel where dsp.h's short requantization is exact for every input (each
+  // channel shifts right and |accumulator| < 2^30, proven at generation time); nullptr: the reference one
+  const int32_t* fast_requant;
   const uint32_t* filter; // int16 pairs: [in_c / 4][kh * kw][c0, c2 | c1, c3]
   const int32_t* bias;    // in_c values: bias + input_offset * (sum of the channel's weights)
   const int8_t* padding;  // in_c copies of the input zero point: what taps outside the input read
 };
 
 namespace dsp {
-// scratch: gemm_scratch_bytes(...) bytes, 4-byte aligned: two pixels' widened inputs, then their sums
-constexpr int32_t gemm_scratch_bytes(int32_t k_padded, int32_t out_c) { return 4 * k_padded + 8 * (out_c + out_c % 2); }
+// scratch: 4 * k_padded bytes, 4-byte aligned (two pixels' widened inputs; sized by the code generator)
 void conv_s8(const ConvParams& p, const GemmDspParams& d, const int8_t* input, int8_t* output, void* scratch);
 void fully_connected_s8(const FullyConnectedParams& p, const GemmDspParams& d, const int8_t* input,
                         int8_t* output, void* scratch);
 void depthwise_conv_s8(const ConvParams& p, const DepthwiseDspParams& d, const int8_t* input, int8_t* output);
+void avg_pool_s8(const PoolParams& p, const int8_t* input, int8_t* output);  // channels % 4 == 0
 }  // namespace dsp
 
 }  // namespace tx

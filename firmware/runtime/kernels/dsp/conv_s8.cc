@@ -6,6 +6,38 @@
 namespace tx::dsp {
 namespace {
 
+// Appends int16 values in natural order to one pixel's slot of the column buffer, where each group of 4
+// products is followed by the other pixel's 4: whole groups at a time where it can.
+struct Column {
+  int16_t* dst;
+  int32_t k = 0;
+
+  Column(uint32_t* cols, int32_t pixel) : dst(reinterpret_cast<int16_t*>(cols) + pixel * 4) {}
+
+  void put(int32_t value) {
+    *dst = static_cast<int16_t>(value);
+    ++k;
+    dst += (k & 3) ? 1 : 5;
+  }
+
+  void values(const int8_t* src, int32_t count, int32_t offset) {
+    for (; count > 0 && (k & 3) != 0; --count) put(*src++ + offset);
+    for (; count >= 4; count -= 4, src += 4, dst += 8, k += 4) {
+      dst[0] = static_cast<int16_t>(src[0] + offset);
+      dst[1] = static_cast<int16_t>(src[1] + offset);
+      dst[2] = static_cast<int16_t>(src[2] + offset);
+      dst[3] = static_cast<int16_t>(src[3] + offset);
+    }
+    for (; count > 0; --count) put(*src++ + offset);
+  }
+
+  void zeros(int32_t count) {
+    for (; count > 0 && (k & 3) != 0; --count) put(0);
+    for (; count >= 4; count -= 4, dst += 8, k += 4) dst[0] = dst[1] = dst[2] = dst[3] = 0;
+    for (; count > 0; --count) put(0);
+  }
+};
+
 // The column of output pixel (b, oy, ox) into slot `pixel` of the column buffer.
 void gather(const ConvParams& p, const GemmDspParams& d, const int8_t* input, int32_t b, int32_t oy, int32_t ox,
             uint32_t* cols, int32_t pixel) {
@@ -29,34 +61,36 @@ void gather(const ConvParams& p, const GemmDspParams& d, const int8_t* input, in
     zero_groups(d.k_padded / 4 - group, cols, group, pixel);
     return;
   }
-  // one value at a time (in_c % 4 != 0, e.g. a first layer on 1 channel), natural order: 4 values of this
-  // pixel, then skip the other pixel's 4
-  int16_t* dst = reinterpret_cast<int16_t*>(cols) + pixel * 4;
-  int32_t k = 0;
-  const auto put_next = [&](int32_t value) {
-    const int16_t v = static_cast<int16_t>(value);
-    __builtin_memcpy(dst, &v, 2);
-    ++k;
-    dst += (k & 3) ? 1 : 5;
-  };
+  // in_c % 4 != 0 (e.g. a first layer on 1 or 3 channels): the column in natural order, runs of values at a
+  // time; bounds are settled per filter row, not per value
+  Column column(cols, pixel);
+  const int32_t row_values = p.filter.w * in_c;
+  // the filter columns that land inside the input: kx in [kx_first, kx_end)
+  int32_t kx_first = 0, kx_end = p.filter.w;
+  while (kx_first < kx_end && x0 + p.dilation_w * kx_first < 0) ++kx_first;
+  while (kx_end > kx_first && x0 + p.dilation_w * (kx_end - 1) >= in_w) --kx_end;
   for (int32_t ky = 0; ky < p.filter.h; ++ky) {
     const int32_t y = y0 + p.dilation_h * ky;
-    for (int32_t kx = 0; kx < p.filter.w; ++kx) {
-      const int32_t x = x0 + p.dilation_w * kx;
-      if (y < 0 || y >= in_h || x < 0 || x >= in_w) {
-        for (int32_t c = 0; c < in_c; ++c) put_next(0);
-      } else {
-        const int8_t* src = input + ((b * in_h + y) * in_w + x) * in_c;
-        for (int32_t c = 0; c < in_c; ++c) put_next(src[c] + p.input_offset);
-      }
+    if (y < 0 || y >= in_h) {
+      column.zeros(row_values);
+      continue;
     }
+    column.zeros(kx_first * in_c);
+    const int8_t* row = input + ((b * in_h + y) * in_w + x0) * in_c;
+    if (p.dilation_w == 1) {  // the inside taps are contiguous
+      column.values(row + kx_first * in_c, (kx_end - kx_first) * in_c, p.input_offset);
+    } else {
+      for (int32_t kx = kx_first; kx < kx_end; ++kx) column.values(row + p.dilation_w * kx * in_c, in_c, p.input_offset);
+    }
+    column.zeros((p.filter.w - kx_end) * in_c);
   }
-  while (k < d.k_padded) put_next(0);
+  column.zeros(d.k_padded - column.k);
 }
 
-template <bool kFast, bool kClamp>
-void run(const ConvParams& p, const GemmDspParams& d, const int8_t* input, int8_t* output, uint32_t* cols) {
-  int32_t* const sums = reinterpret_cast<int32_t*>(cols + d.k_padded);
+}  // namespace
+
+void conv_s8(const ConvParams& p, const GemmDspParams& d, const int8_t* input, int8_t* output, void* scratch) {
+  uint32_t* cols = static_cast<uint32_t*>(scratch);
   const Requantization q{p.multiplier, p.shift, p.output_offset, p.act_min, p.act_max};
   const int32_t out_h = p.output.h, out_w = p.output.w, out_c = p.output.c;
   const int32_t pixels = p.output.n * out_h * out_w;
@@ -67,23 +101,7 @@ void run(const ConvParams& p, const GemmDspParams& d, const int8_t* input, int8_
       gather(p, d, input, i / (out_h * out_w), (i / out_w) % out_h, i % out_w, cols, slot);
     }
     int8_t* out = output + first * out_c;
-    if (pair) {
-      gemm_pair<kFast, kClamp, true>(d, q, out_c, cols, sums, out, out + out_c);
-    } else {
-      gemm_pair<kFast, kClamp, false>(d, q, out_c, cols, sums, out, nullptr);
-    }
-  }
-}
-
-}  // namespace
-
-void conv_s8(const ConvParams& p, const GemmDspParams& d, const int8_t* input, int8_t* output, void* scratch) {
-  uint32_t* cols = static_cast<uint32_t*>(scratch);
-  const bool clamp = p.act_min > -128 || p.act_max < 127;
-  if (d.fast_requantize) {
-    clamp ? run<true, true>(p, d, input, output, cols) : run<true, false>(p, d, input, output, cols);
-  } else {
-    clamp ? run<false, true>(p, d, input, output, cols) : run<false, false>(p, d, input, output, cols);
+    gemm_pair(d, q, out_c, cols, out, pair ? out + out_c : nullptr);
   }
 }
 

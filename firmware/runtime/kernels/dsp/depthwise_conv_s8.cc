@@ -11,45 +11,41 @@ namespace {
 
 constexpr int32_t kMaxTaps = 64;  // the code generator uses the portable kernel for larger filters
 
-#if defined(__ARM_FEATURE_DSP) && defined(__thumb2__)
-// 3x3 filters, written out: 9 instructions per tap and 4 channels (2 of them multiply-accumulates pairs'
-// halves), no loop. Out of line so the compiler has the registers for it.
-__attribute__((noinline)) void accumulate_group_3x3(const int8_t* const* tap_inputs, int32_t ch, const uint32_t* w,
-                                                    int32_t acc[4]) {
-  int32_t a0, a1, a2, a3;
-  uint32_t v, even, w0, w1;
-  asm volatile(
-      "ldrd %[a0], %[a1], [%[acc]]\n"
-      "ldrd %[a2], %[a3], [%[acc], #8]\n"
-      ".rept 9\n"
-      "ldr %[v], [%[tp]], #4\n"
-      "ldr %[v], [%[v], %[ch]]\n"
-      "ldrd %[w0], %[w1], [%[w]], #8\n"
-      "sxtb16 %[even], %[v]\n"
-      "sxtb16 %[v], %[v], ror #8\n"
-      "smlabb %[a0], %[even], %[w0], %[a0]\n"
-      "smlatt %[a2], %[even], %[w0], %[a2]\n"
-      "smlabb %[a1], %[v], %[w1], %[a1]\n"
-      "smlatt %[a3], %[v], %[w1], %[a3]\n"
-      ".endr\n"
-      "strd %[a0], %[a1], [%[acc]]\n"
-      "strd %[a2], %[a3], [%[acc], #8]\n"
-      : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [v] "=&r"(v), [even] "=&r"(even),
-        [w0] "=&r"(w0), [w1] "=&r"(w1), [tp] "+r"(tap_inputs), [w] "+r"(w)
-      : [ch] "r"(ch), [acc] "r"(acc)
-      : "memory");
-}
-#endif
+struct Acc4 {
+  int32_t c0, c1, c2, c3;
+};
 
-template <int32_t kTaps>  // 0: any count (runtime `taps`)
-inline void accumulate_group(const int8_t* const* tap_inputs, int32_t taps, int32_t ch, const uint32_t* w,
-                             int32_t acc[4]) {
+// Adds the products of one group of 4 channels over all taps (kTaps: a compile-time count, 0 = `count`).
+template <int32_t kTaps>
+inline void accumulate_group(const int8_t* const* tap_inputs, int32_t count, int32_t ch, const uint32_t* w,
+                             Acc4& acc) {
 #if defined(__ARM_FEATURE_DSP) && defined(__thumb2__)
-  if (kTaps == 9) return accumulate_group_3x3(tap_inputs, ch, w, acc);
+  if (kTaps == 9) {
+    // 3x3 written out: 9 instructions per tap and 4 channels, no loop.
+    uint32_t v, even, w0, w1;
+    const int8_t* const* tp = tap_inputs;
+    asm volatile(
+        ".rept 9\n"
+        "ldr %[v], [%[tp]], #4\n"
+        "ldr %[v], [%[v], %[ch]]\n"
+        "ldrd %[w0], %[w1], [%[w]], #8\n"
+        "sxtb16 %[even], %[v]\n"
+        "sxtb16 %[v], %[v], ror #8\n"
+        "smlabb %[a0], %[even], %[w0], %[a0]\n"
+        "smlatt %[a2], %[even], %[w0], %[a2]\n"
+        "smlabb %[a1], %[v], %[w1], %[a1]\n"
+        "smlatt %[a3], %[v], %[w1], %[a3]\n"
+        ".endr\n"
+        : [a0] "+r"(acc.c0), [a1] "+r"(acc.c1), [a2] "+r"(acc.c2), [a3] "+r"(acc.c3), [v] "=&r"(v),
+          [even] "=&r"(even), [w0] "=&r"(w0), [w1] "=&r"(w1), [tp] "+r"(tp), [w] "+r"(w)
+        : [ch] "r"(ch)
+        : "memory");
+    return;
+  }
 #endif
-  int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
-  const int32_t count = kTaps ? kTaps : taps;
-  for (int32_t t = 0; t < count; ++t, w += 2) {
+  int32_t a0 = acc.c0, a1 = acc.c1, a2 = acc.c2, a3 = acc.c3;
+  const int32_t n = kTaps ? kTaps : count;
+  for (int32_t t = 0; t < n; ++t, w += 2) {
     const uint32_t v = load32(tap_inputs[t] + ch);
     const uint32_t even = sxtb16(v), odd = sxtb16_ror8(v);
     a0 = smlabb(even, w[0], a0);
@@ -57,19 +53,36 @@ inline void accumulate_group(const int8_t* const* tap_inputs, int32_t taps, int3
     a1 = smlabb(odd, w[1], a1);
     a3 = smlatt(odd, w[1], a3);
   }
-  acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
+  acc = {a0, a1, a2, a3};
+}
+
+// Every channel of one output pixel. Out of line so the compiler has the registers for the 3x3 block.
+template <int32_t kTaps, bool kFast, bool kClamp>
+__attribute__((noinline)) void pixel(const DepthwiseDspParams& d, const Requantization& q,
+                                     const int8_t* const* tap_inputs, int32_t count, int32_t channels,
+                                     int8_t* out) {
+  const Requantizer<kFast, kClamp> requantize(q, d.fast_requant);
+  const uint32_t* w = d.filter;
+  for (int32_t ch = 0; ch < channels; ch += 4, w += 2 * count, out += 4) {
+    Acc4 acc{d.bias[ch], d.bias[ch + 1], d.bias[ch + 2], d.bias[ch + 3]};
+    accumulate_group<kTaps>(tap_inputs, count, ch, w, acc);
+    out[0] = requantize(acc.c0, ch);
+    out[1] = requantize(acc.c1, ch + 1);
+    out[2] = requantize(acc.c2, ch + 2);
+    out[3] = requantize(acc.c3, ch + 3);
+  }
 }
 
 template <int32_t kTaps, bool kFast, bool kClamp>
 void run(const ConvParams& p, const DepthwiseDspParams& d, const int8_t* input, int8_t* output) {
   const Requantization q{p.multiplier, p.shift, p.output_offset, p.act_min, p.act_max};
   const int32_t in_h = p.input.h, in_w = p.input.w, c = p.input.c;
-  const int32_t taps = p.filter.h * p.filter.w;
+  const int32_t count = p.filter.h * p.filter.w;
   const int8_t* tap_inputs[kMaxTaps];
   int8_t* out = output;
   for (int32_t b = 0; b < p.output.n; ++b) {
     for (int32_t oy = 0; oy < p.output.h; ++oy) {
-      for (int32_t ox = 0; ox < p.output.w; ++ox) {
+      for (int32_t ox = 0; ox < p.output.w; ++ox, out += c) {
         int32_t t = 0;
         for (int32_t ky = 0; ky < p.filter.h; ++ky) {
           const int32_t y = oy * p.stride_h - p.pad_h + p.dilation_h * ky;
@@ -79,24 +92,15 @@ void run(const ConvParams& p, const DepthwiseDspParams& d, const int8_t* input, 
             tap_inputs[t] = inside ? input + ((b * in_h + y) * in_w + x) * c : d.padding;
           }
         }
-        const uint32_t* w = d.filter;
-        for (int32_t ch = 0; ch < c; ch += 4, w += 2 * taps, out += 4) {
-          int32_t acc[4] = {d.bias[ch], d.bias[ch + 1], d.bias[ch + 2], d.bias[ch + 3]};
-          accumulate_group<kTaps>(tap_inputs, taps, ch, w, acc);
-          out[0] = requantize<kFast, kClamp>(acc[0], q, ch);
-          out[1] = requantize<kFast, kClamp>(acc[1], q, ch + 1);
-          out[2] = requantize<kFast, kClamp>(acc[2], q, ch + 2);
-          out[3] = requantize<kFast, kClamp>(acc[3], q, ch + 3);
-        }
+        pixel<kTaps, kFast, kClamp>(d, q, tap_inputs, count, c, out);
       }
     }
   }
 }
-
 template <int32_t kTaps>
 void dispatch(const ConvParams& p, const DepthwiseDspParams& d, const int8_t* input, int8_t* output) {
   const bool clamp = p.act_min > -128 || p.act_max < 127;
-  if (d.fast_requantize) {
+  if (d.fast_requant != nullptr) {
     clamp ? run<kTaps, true, true>(p, d, input, output) : run<kTaps, true, false>(p, d, input, output);
   } else {
     clamp ? run<kTaps, false, true>(p, d, input, output) : run<kTaps, false, false>(p, d, input, output);

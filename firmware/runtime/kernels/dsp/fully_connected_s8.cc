@@ -15,34 +15,18 @@ void widen_row(const FullyConnectedParams& p, const GemmDspParams& d, const int8
   for (int32_t k = 0; k < d.k_padded; ++k) put(cols, k, slot, k < p.depth ? row[k] + p.input_offset : 0);  // rare
 }
 
-template <bool kFast, bool kClamp>
-void run(const FullyConnectedParams& p, const GemmDspParams& d, const int8_t* input, int8_t* output,
-         uint32_t* cols) {
-  int32_t* const sums = reinterpret_cast<int32_t*>(cols + d.k_padded);
+}  // namespace
+
+void fully_connected_s8(const FullyConnectedParams& p, const GemmDspParams& d, const int8_t* input,
+                        int8_t* output, void* scratch) {
+  uint32_t* cols = static_cast<uint32_t*>(scratch);
   const Requantization q{p.multiplier, p.shift, p.output_offset, p.act_min, p.act_max};
   for (int32_t first = 0; first < p.batches; first += 2) {
     const bool pair = first + 1 < p.batches;
     widen_row(p, d, input + first * p.depth, cols, 0);
     widen_row(p, d, input + (pair ? first + 1 : first) * p.depth, cols, 1);
     int8_t* out = output + first * p.units;
-    if (pair) {
-      gemm_pair<kFast, kClamp, true>(d, q, p.units, cols, sums, out, out + p.units);
-    } else {
-      gemm_pair<kFast, kClamp, false>(d, q, p.units, cols, sums, out, nullptr);
-    }
-  }
-}
-
-}  // namespace
-
-void fully_connected_s8(const FullyConnectedParams& p, const GemmDspParams& d, const int8_t* input,
-                        int8_t* output, void* scratch) {
-  uint32_t* cols = static_cast<uint32_t*>(scratch);
-  const bool clamp = p.act_min > -128 || p.act_max < 127;
-  if (d.fast_requantize) {
-    clamp ? run<true, true>(p, d, input, output, cols) : run<true, false>(p, d, input, output, cols);
-  } else {
-    clamp ? run<false, true>(p, d, input, output, cols) : run<false, false>(p, d, input, output, cols);
+    gemm_pair(d, q, p.units, cols, out, pair ? out + p.units : nullptr);
   }
 }
 

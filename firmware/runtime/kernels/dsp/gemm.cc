@@ -1,16 +1,17 @@
-// The inner loops of the DSP CONV_2D and FULLY_CONNECTED kernels (gemm.h). Out of line and free of other work
-// on purpose: inlined into its callers GCC runs out of registers for the hand-scheduled loop (hard-float ABI).
+// The inner loop of the DSP CONV_2D and FULLY_CONNECTED kernels (gemm.h), with the requantization of its
+// four results right behind it.
 #include "gemm.h"
 
 namespace tx::dsp {
 
 namespace {
 
-// One channel pair; returns the filter position of the next pair.
+// sums[0..3] = bias + the products of (pixel a, channel 0 of the pair), (a, 1), (b, 0), (b, 1); returns
+// where the next pair's filter starts. Out of line and free of other work: with more values live around
+// it, GCC runs out of registers for the hand-scheduled loop.
 __attribute__((noinline)) const uint32_t* dot_pair(const uint32_t* cols, const uint32_t* cols_end,
                                                    const uint32_t* w, const int32_t* bias, int32_t* sums) {
-  {
-    int32_t a0 = bias[0], a1 = bias[1], b0 = a0, b1 = a1;
+  int32_t a0 = bias[0], a1 = bias[1], b0 = a0, b1 = a1;
 #if defined(__ARM_FEATURE_DSP) && defined(__thumb2__)
   // Per 4 products: one LDM of both pixels' inputs, one LDM per channel's weights, 8 SMLAD (16 MACs).
   // Written out so the loads stay LDMs: instruction count is what this path is measured by.
@@ -56,16 +57,44 @@ __attribute__((noinline)) const uint32_t* dot_pair(const uint32_t* cols, const u
     b1 = smlad(c[3], w[3], b1);
   }
 #endif
-    sums[0] = a0, sums[1] = a1, sums[2] = b0, sums[3] = b1;
-  }
+  sums[0] = a0, sums[1] = a1, sums[2] = b0, sums[3] = b1;
   return w;
 }
 
 }  // namespace
 
-void dot_pairs(const uint32_t* cols, const uint32_t* cols_end, const uint32_t* w, const int32_t* bias,
-               int32_t pairs, int32_t* sums) {
-  for (int32_t j = 0; j < pairs; ++j, bias += 2, sums += 4) w = dot_pair(cols, cols_end, w, bias, sums);
+template <bool kFast, bool kClamp>
+void gemm_pair(const GemmDspParams& d, const Requantization& q, int32_t out_c, const uint32_t* cols,
+               int8_t* out_a, int8_t* out_b) {
+  const Requantizer<kFast, kClamp> requantize(q, d.fast_requant);
+  const uint32_t* const cols_end = cols + d.k_padded;
+  const uint32_t* w = d.filter;
+  const int32_t* bias = d.bias;
+  int32_t s[4];
+  int32_t oc = 0;
+  for (; oc + 1 < out_c; oc += 2, bias += 2) {
+    w = dot_pair(cols, cols_end, w, bias, s);
+    out_a[oc] = requantize(s[0], oc);
+    out_a[oc + 1] = requantize(s[1], oc + 1);
+    if (out_b != nullptr) {
+      out_b[oc] = requantize(s[2], oc);
+      out_b[oc + 1] = requantize(s[3], oc + 1);
+    }
+  }
+  if (oc < out_c) {  // odd channel count: the filter's last pair is padded with a zero channel
+    dot_pair(cols, cols_end, w, bias, s);
+    out_a[oc] = requantize(s[0], oc);
+    if (out_b != nullptr) out_b[oc] = requantize(s[2], oc);
+  }
 }
+
+template void gemm_pair<false, false>(const GemmDspParams&, const Requantization&, int32_t, const uint32_t*,
+                                      int8_t*, int8_t*);
+template void gemm_pair<false, true>(const GemmDspParams&, const Requantization&, int32_t, const uint32_t*,
+                                     int8_t*, int8_t*);
+template void gemm_pair<true, false>(const GemmDspParams&, const Requantization&, int32_t, const uint32_t*,
+                                     int8_t*, int8_t*);
+template void gemm_pair<true, true>(const GemmDspParams&, const Requantization&, int32_t, const uint32_t*,
+                                    int8_t*, int8_t*);
 
 }  // namespace tx::dsp

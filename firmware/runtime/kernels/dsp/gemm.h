@@ -10,6 +10,8 @@
 
 namespace tx::dsp {
 
+// A layer's requantization, copied into locals by each kernel: through a reference the compiler would
+// reload every field after each int8 store (it may alias anything).
 struct Requantization {
   const int32_t* multiplier;
   const int32_t* shift;
@@ -17,34 +19,44 @@ struct Requantization {
 };
 
 template <bool kFast, bool kClamp>
-inline int8_t requantize(int32_t acc, const Requantization& q, int32_t channel) {
-  int32_t v;
-  if (kFast) {
-    v = requantize_fast(acc, q.multiplier[channel], -q.shift[channel] - 1, 1 + 2 * q.output_offset);
-  } else {
-    v = requantize_exact(acc, q.multiplier[channel], q.shift[channel], q.output_offset);
+struct Requantizer {
+  const int32_t* fast;  // [multiplier, ~shift] per channel (kFast)
+  const int32_t* multiplier;
+  const int32_t* shift;
+  int32_t output_offset, round_offset, act_min, act_max;
+
+  Requantizer(const Requantization& q, const int32_t* fast_requant)
+      : fast(fast_requant), multiplier(q.multiplier), shift(q.shift), output_offset(q.output_offset),
+        round_offset(1 + 2 * q.output_offset), act_min(q.act_min), act_max(q.act_max) {}
+
+  int8_t operator()(int32_t acc, int32_t channel) const {
+    int32_t v = kFast ? requantize_fast(acc, fast[2 * channel], fast[2 * channel + 1], round_offset)
+                      : requantize_exact(acc, multiplier[channel], shift[channel], output_offset);
+    if (kClamp) {
+      v = v < act_min ? act_min : v;
+      v = v > act_max ? act_max : v;
+    }
+    return static_cast<int8_t>(v);
   }
-  if (kClamp) v = v < q.act_min ? q.act_min : (v > q.act_max ? q.act_max : v);
-  return static_cast<int8_t>(v);
-}
+};
 
-// For each channel pair j: sums[4j..4j+3] = bias + products of (pixel a, channel 2j), (a, 2j + 1),
-// (b, 2j), (b, 2j + 1), from one column buffer (k_padded int16 per pixel) and the pairs' filters (gemm.cc).
-void dot_pairs(const uint32_t* cols, const uint32_t* cols_end, const uint32_t* w, const int32_t* bias,
-               int32_t pairs, int32_t* sums);
-
-// cols: per group of 4 products, 2 words of pixel a then 2 words of pixel b; sums: 4 per channel pair.
-// kPair false: pixel b is a copy of a (odd pixel count) and its results are dropped.
-template <bool kFast, bool kClamp, bool kPair>
+// Both pixels' outputs for every channel. cols: per group of 4 products, 2 words of pixel a then 2 words of
+// pixel b (k_padded int16 per pixel). out_b nullptr: pixel b is a copy of a (odd
+// pixel count) and its results are dropped. (gemm.cc)
+template <bool kFast, bool kClamp>
 void gemm_pair(const GemmDspParams& d, const Requantization& q, int32_t out_c, const uint32_t* cols,
-               int32_t* sums, int8_t* out_a, int8_t* out_b) {
-  const int32_t pairs = (out_c + 1) / 2;
-  dot_pairs(cols, cols + d.k_padded, d.filter, d.bias, pairs, sums);
-  const Requantization r = q;  // locals: the int8 stores below may alias anything the compiler cannot see
-  for (int32_t oc = 0; oc < out_c; ++oc) {
-    const int32_t* s = sums + (oc >> 1) * 4 + (oc & 1);
-    out_a[oc] = requantize<kFast, kClamp>(s[0], r, oc);
-    if (kPair) out_b[oc] = requantize<kFast, kClamp>(s[2], r, oc);
+               int8_t* out_a, int8_t* out_b);
+
+// The variant for the layer's requantization (fast or exact) and activation (clamped or not).
+inline void gemm_pair(const GemmDspParams& d, const Requantization& q, int32_t out_c, const uint32_t* cols,
+                      int8_t* out_a, int8_t* out_b) {
+  const bool clamp = q.act_min > -128 || q.act_max < 127;
+  if (d.fast_requant != nullptr) {
+    clamp ? gemm_pair<true, true>(d, q, out_c, cols, out_a, out_b)
+          : gemm_pair<true, false>(d, q, out_c, cols, out_a, out_b);
+  } else {
+    clamp ? gemm_pair<false, true>(d, q, out_c, cols, out_a, out_b)
+          : gemm_pair<false, false>(d, q, out_c, cols, out_a, out_b);
   }
 }
 
