@@ -15,4 +15,5 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e ".[dev]"
+python3 pio/bootstrap.py   # PlatformIO without its registry: tool-scons from PyPI, Debian's arm-none-eabi
 echo "tinyexit: set-up done"

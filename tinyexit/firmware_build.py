@@ -32,6 +32,36 @@ TARGETS = {
 }
 
 
+def _board_target(board: str, port: str, cpu_flags: list[str], linker_script: str | None,
+                  compiler: str = "arm-none-eabi-g++") -> dict:
+    """A real board: its port, core flags and linker script; clock and name come from boards/<board>.yaml."""
+    from tinyexit.boards import load
+
+    spec = load(board)
+    flags = [*cpu_flags, f"-DTX_CLOCK_HZ={spec.clock_hz}", "-DTX_BAUD=115200", f'-DTX_PORT_NAME="{board}"']
+    link = ["-nostartfiles", "--specs=nano.specs", "--specs=nosys.specs", "-Wl,--gc-sections"]
+    if linker_script:
+        link = [f"-T{FIRMWARE / 'ports' / port / linker_script}", f"-L{FIRMWARE / 'ports' / 'cortex_m'}", *link]
+    return {"compiler": compiler, "port": port, "board": board, "flags": flags, "link": link}
+
+
+# Boards (PlatformIO envs of the same names). The ESP32-S3 needs Espressif's Xtensa GCC, which is not
+# packaged for Debian: that target is described here but cannot be built on this machine.
+TARGETS.update({
+    "nucleo-l4r5zi": _board_target("nucleo-l4r5zi", "stm32l4", ["-mcpu=cortex-m4", "-mfpu=fpv4-sp-d16",
+                                   "-mfloat-abi=hard", *_BARE_METAL], "stm32l4r5.ld"),
+    "nucleo-h7a3zi-q": _board_target("nucleo-h7a3zi-q", "stm32h7", ["-mcpu=cortex-m7", "-mfpu=fpv5-d16",
+                                     "-mfloat-abi=hard", *_BARE_METAL], "stm32h7a3.ld"),
+    "nano33ble": _board_target("nano33ble", "nrf52840", ["-mcpu=cortex-m4", "-mfpu=fpv4-sp-d16",
+                               "-mfloat-abi=hard", *_BARE_METAL], "nrf52840_arduino.ld"),
+    "pico": _board_target("pico", "rp2040", ["-mcpu=cortex-m0plus", "-mfloat-abi=soft", *_BARE_METAL], "rp2040.ld"),
+    "esp32s3": {**_board_target("esp32s3", "esp32s3", ["-mlongcalls", "-ffunction-sections", "-fdata-sections",
+                                "-fno-threadsafe-statics"], None, compiler="xtensa-esp32s3-elf-g++"),
+                "link": [f"-T{FIRMWARE / 'ports' / 'esp32s3' / 'esp32s3.ld'}", "-nostartfiles", "-Wl,--gc-sections"]},
+})
+BOARD_TARGETS = [t for t, spec in TARGETS.items() if "board" in spec]
+
+
 @dataclass
 class Build:
     target: str
@@ -51,13 +81,8 @@ def runtime_sources(target: str) -> list[Path]:
 KERNELS = ("auto", "portable", "dsp")
 
 
-def build(model_path: str | Path, target: str, out_dir: str | Path, sanitize: bool = False,
-          kernels: str = "auto") -> Build:
-    """Generate the model's C++ into out_dir and compile it with the runtime and the target's port.
-
-    kernels: `auto` uses the Cortex-M DSP kernels (SMLAD/SXTB16) exactly on cores that have the DSP
-    extension; `portable` forces the plain C++ kernels; `dsp` forces the DSP kernels (on the host, their
-    C++ emulation of each instruction). Every choice gives the same bits."""
+def _plan(model_path: str | Path, target: str, gen_dir: Path, kernels: str):
+    """The one place a build is assembled: generated model, compiler, flags, sources, link flags."""
     from tinyexit.codegen import generate, load
 
     if target not in TARGETS:
@@ -65,24 +90,43 @@ def build(model_path: str | Path, target: str, out_dir: str | Path, sanitize: bo
     if kernels not in KERNELS:
         raise TinyexitError(f"unknown kernel variant '{kernels}' (known: {', '.join(KERNELS)})")
     spec = TARGETS[target]
-    compiler = shutil.which(spec["compiler"])
-    if compiler is None:
-        raise TinyexitError(f"{spec['compiler']} not found: run ./setup.sh")
-    out_dir = Path(out_dir)
-    generated = generate(load(model_path), out_dir)
-    if sanitize and target != "host":
-        raise TinyexitError("sanitizers are for the host build only")
-    binary = out_dir / ("tinyexit_" + target + ("_asan" if sanitize else "") +
-                        ("" if kernels == "auto" else "_" + kernels) + ("" if target == "host" else ".elf"))
+    generated = generate(load(model_path), Path(gen_dir))
     flags = COMMON_FLAGS + spec["flags"] + [f"-I{FIRMWARE / 'include'}",
                                             f"-DTX_MAX_INPUT_BYTES={generated.input_bytes}",
                                             f"-DTX_MAX_OUTPUT_BYTES={generated.max_output_bytes}",
                                             f"-DTX_NUM_LAYERS={generated.num_layers}"]
     if kernels != "auto":
         flags.append(f"-DTX_DSP_KERNELS={int(kernels == 'dsp')}")
+    upload = []
+    if "board" in spec:
+        from tinyexit.boards import load as load_board
+
+        upload = [list(command) for command in load_board(spec["board"]).upload]
+    plan = {"target": target, "board": spec.get("board"), "compiler": spec["compiler"], "flags": flags,
+            "sources": [str(s) for s in runtime_sources(target)] + [str(generated.source)], "link": spec["link"],
+            "suffix": "" if target == "host" else ".elf", "upload": upload}
+    return plan, generated
+
+
+def build(model_path: str | Path, target: str, out_dir: str | Path, sanitize: bool = False,
+          kernels: str = "auto") -> Build:
+    """Generate the model's C++ into out_dir and compile it with the runtime and the target's port.
+
+    kernels: `auto` uses the Cortex-M DSP kernels (SMLAD/SXTB16) exactly on cores that have the DSP
+    extension; `portable` forces the plain C++ kernels; `dsp` forces the DSP kernels (on the host, their
+    C++ emulation of each instruction). Every choice gives the same bits."""
+    if sanitize and target != "host":
+        raise TinyexitError("sanitizers are for the host build only")
+    if target in TARGETS and shutil.which(TARGETS[target]["compiler"]) is None:
+        raise TinyexitError(f"{TARGETS[target]['compiler']} not found: run ./setup.sh")
+    out_dir = Path(out_dir)
+    plan, generated = _plan(model_path, target, out_dir, kernels)
+    binary = out_dir / ("tinyexit_" + target + ("_asan" if sanitize else "") +
+                        ("" if kernels == "auto" else "_" + kernels) + plan["suffix"])
+    flags = plan["flags"]
     if sanitize:
         flags += ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-g", "-O1"]
-    cmd = [compiler, *flags, *map(str, runtime_sources(target)), str(generated.source), "-o", str(binary), *spec["link"]]
+    cmd = [shutil.which(plan["compiler"]), *flags, *plan["sources"], "-o", str(binary), *plan["link"]]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     (out_dir / "build.log").write_text(" ".join(cmd) + "\n" + proc.stderr)
     if proc.returncode != 0:
@@ -90,3 +134,35 @@ def build(model_path: str | Path, target: str, out_dir: str | Path, sanitize: bo
         raise TinyexitError(f"firmware build failed for {target}: {errors[0]} (log: {out_dir / 'build.log'})")
     return Build(target, binary, generated.arena_bytes, generated.input_bytes, generated.num_layers, generated.macs,
                  generated.layers)
+
+
+def build_plan(model_path: str | Path, target: str, gen_dir: str | Path, kernels: str = "auto") -> dict:
+    """What `build` runs, for other build systems (PlatformIO's builder, pio/platform-tinyexit): generates the
+    model into gen_dir and returns the compiler, flags, sources and link flags, from the same lists."""
+    return _plan(model_path, target, Path(gen_dir), kernels)[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m tinyexit.firmware_build --print-build TARGET --model MODEL --gen-dir DIR`: the build plan
+    as JSON on stdout (what pio/platform-tinyexit compiles)."""
+    import argparse
+    import json
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m tinyexit.firmware_build")
+    p.add_argument("--print-build", metavar="TARGET", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--gen-dir", required=True)
+    p.add_argument("--kernels", default="auto")
+    args = p.parse_args(argv)
+    try:
+        plan = build_plan(args.model, args.print_build, args.gen_dir, args.kernels)
+    except TinyexitError as err:
+        print(f"tinyexit: error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(plan))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

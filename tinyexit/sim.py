@@ -24,33 +24,39 @@ def load_inputs(inputs: str, labels: str | None) -> tuple[np.ndarray, np.ndarray
     return x, y
 
 
-def simulate(model: str | Path, target: str, x: np.ndarray, y: np.ndarray | None, build_dir: Path,
-             progress: bool = True) -> tuple[dict, dict]:
-    from tqdm import tqdm
-
-    from tinyexit.firmware_build import build
-    from tinyexit.harness import firmware
-
-    fw = build(model, target, build_dir)
+def check_inputs(x: np.ndarray, input_bytes: int) -> None:
     if x.dtype != np.int8:
         raise TinyexitError(f"inputs are {x.dtype}; the model takes int8 (quantize them first)")
-    if x.ndim < 2 or int(np.prod(x.shape[1:])) != fw.input_bytes:
-        raise TinyexitError(f"inputs have shape {x.shape}; each must hold {fw.input_bytes} int8 values")
+    if x.ndim < 2 or int(np.prod(x.shape[1:])) != input_bytes:
+        raise TinyexitError(f"inputs have shape {x.shape}; each must hold {input_bytes} int8 values")
+
+
+def run_samples(dev, x: np.ndarray, y: np.ndarray | None, label: str, progress: bool = True,
+                profile_layers: bool = False) -> tuple[dict, dict]:
+    """Every input through a connected Device (harness.Device) with the firmware's own exit policy, then
+    the no-exit path on the first samples (every early exit switched off: the device's policy is left
+    that way). profile_layers: the first no-exit sample goes through PROFILE, giving per-layer cycles."""
+    from tqdm import tqdm
+
+    info = dev.info()
+    check_inputs(x, info["input_bytes"])
     n = len(x)
     pred, exits, cycles, outputs = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64), []
-    with firmware(target, fw.binary) as dev:
-        info = dev.info()
-        for i in tqdm(range(n), desc=f"{target} firmware", unit="sample", disable=not progress or n < 50, leave=False):
-            r = dev.infer(x[i])
-            pred[i], exits[i], cycles[i] = r.predicted_class, r.exit, sum(r.stage_cycles)
-            outputs.append(r.output)
-        # the no-exit path: every early exit switched off, on the first samples
-        early = {e: NEVER for e in range(info["exits"] - 1)}
-        if early:
-            dev.set_policy(early)
-        full = [sum(dev.infer(x[i], with_output=False).stage_cycles) for i in range(min(n, 20))]
+    for i in tqdm(range(n), desc=f"{label} firmware", unit="sample", disable=not progress or n < 50, leave=False):
+        r = dev.infer(x[i])
+        pred[i], exits[i], cycles[i] = r.predicted_class, r.exit, sum(r.stage_cycles)
+        outputs.append(r.output)
+    # the no-exit path: every early exit switched off, on the first samples
+    early = {e: NEVER for e in range(info["exits"] - 1)}
+    if early:
+        dev.set_policy(early)
+    full, layer_cycles = [], None
+    for i in range(min(n, 20)):
+        r = dev.infer(x[i], with_output=False, profile=profile_layers and i == 0)
+        full.append(sum(r.stage_cycles))
+        layer_cycles = r.layer_cycles if r.layer_cycles is not None else layer_cycles
     summary = {
-        "n": n, "target": target, "cycle_unit": info["cycle_unit"],
+        "n": n, "target": label, "cycle_unit": info["cycle_unit"],
         "accuracy": float((pred == y).mean()) if y is not None else None,
         "exit_histogram": np.bincount(exits, minlength=info["exits"]).tolist(),
         "mean_instructions": float(cycles.mean()) if n else 0.0,
@@ -59,8 +65,36 @@ def simulate(model: str | Path, target: str, x: np.ndarray, y: np.ndarray | None
         "instructions_no_exit": float(np.mean(full)) if full else None,
         "peak_activation_bytes": int(info["arena_bytes"]),
         "energy_uj": None,
+        "board": None,
     }
     result = {"pred": pred, "exit": exits, "instructions": cycles, "output": np.stack(outputs) if outputs else np.zeros((0,))}
+    if profile_layers:
+        result["layer_cycles"] = np.asarray(layer_cycles or [], np.int64)
+    return result, summary
+
+
+def add_energy(summary: dict, board) -> None:
+    """energy_uj per mean inference from the board's datasheet power (tinyexit.boards), in place."""
+    if board is None:
+        return
+    summary["board"] = board.name
+    summary["energy_uj"] = board.energy_uj(summary["mean_instructions"])
+    if summary["instructions_no_exit"]:
+        summary["energy_uj_no_exit"] = board.energy_uj(summary["instructions_no_exit"])
+
+
+def simulate(model: str | Path, target: str, x: np.ndarray, y: np.ndarray | None, build_dir: Path,
+             progress: bool = True, board=None) -> tuple[dict, dict]:
+    """Build the firmware for target, run the inputs through it (run_samples); board (tinyexit.boards.Board)
+    prices the counts in energy."""
+    from tinyexit.firmware_build import build
+    from tinyexit.harness import firmware
+
+    fw = build(model, target, build_dir)
+    check_inputs(x, fw.input_bytes)
+    with firmware(target, fw.binary) as dev:
+        result, summary = run_samples(dev, x, y, target, progress)
+    add_energy(summary, board)
     return result, summary
 
 
@@ -72,5 +106,7 @@ def table(s: dict) -> str:
             ("MACs per inference (all stages)", f"{s['macs_per_inference']:,}"),
             (f"{s['cycle_unit']} per MAC (no exit)", f"{s['instructions_per_mac']:.2f}" if s["instructions_per_mac"] else "-"),
             ("peak activation bytes", f"{s['peak_activation_bytes']:,}")]
+    if s.get("energy_uj") is not None:
+        rows.append((f"energy per inference ({s['board']}, proxy)", f"{s['energy_uj']:,.2f} uJ"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

@@ -1,0 +1,96 @@
+"""`tinyexit profile`: run inputs through a flashed board (or any firmware on a serial URL) and profile it."""
+
+from pathlib import Path
+
+HELP = ("run N inputs through a board's firmware over its serial port (same outputs as `tinyexit sim`) and "
+        "profile it layer by layer (PROFILE command)")
+
+
+def add_arguments(p) -> None:
+    p.add_argument("model", metavar="MODEL", help="the export folder or .tflite the board was flashed with")
+    p.add_argument("--port", required=True, metavar="PORT",
+                   help="serial port or pyserial URL: /dev/ttyACM0, socket://127.0.0.1:P, loop://")
+    p.add_argument("--baud", type=int, default=115200, help="baud rate (default: 115200, as the board ports use)")
+    p.add_argument("--board", metavar="NAME", help="boards/NAME.yaml, for energy_uj (default: the port's own name, "
+                   "when it is a known board)")
+    p.add_argument("--inputs", required=True, metavar="X.npy", help="N inputs in the model's input dtype and shape")
+    p.add_argument("--labels", metavar="y.npy", help="N integer labels, for accuracy")
+    p.add_argument("--out", metavar="results.npz",
+                   help="per-sample results (pred, exit, instructions, output) and layer_cycles")
+    p.add_argument("--json", metavar="summary.json", help="summary figures and the per-layer profile as JSON")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each reply (default: 30)")
+
+
+def model_layers(model: str, tmp: Path):
+    """The model as the code generator sees it: its hash (to check the device runs it) and its layers."""
+    from tinyexit.codegen import generate, load
+
+    loaded = load(model)
+    return loaded, generate(loaded, tmp).layers
+
+
+def run(args) -> int:
+    import json
+    import tempfile
+
+    import numpy as np
+
+    from tinyexit import boards
+    from tinyexit.errors import TinyexitError
+    from tinyexit.harness import Device
+    from tinyexit.policy import NEVER
+    from tinyexit.sim import add_energy, load_inputs, run_samples, table
+
+    x, y = load_inputs(args.inputs, args.labels)
+    board = boards.load(args.board) if args.board else None
+    with tempfile.TemporaryDirectory() as tmp:
+        model, layers = model_layers(args.model, Path(tmp))
+
+    import serial
+
+    try:
+        link = serial.serial_for_url(args.port, baudrate=args.baud, timeout=1.0)
+    except (serial.SerialException, ValueError) as err:
+        raise TinyexitError(f"cannot open {args.port}: {err}") from None
+    try:
+        dev = Device(link, args.timeout)
+        info = dev.info()
+        if bytes.fromhex(info["sha256"]) != model.sha256:
+            raise TinyexitError(f"the device at {args.port} runs another model (its hash {info['sha256'][:12]}..., "
+                                f"{args.model}'s {model.sha256.hex()[:12]}...): flash it first")
+        if board is not None and info["cycle_unit"] == "host-ns":
+            raise TinyexitError("the host build counts nanoseconds, not cycles: --board does not apply")
+        if board is None and info["port"] in boards.names():
+            board = boards.load(info["port"])
+        result, summary = run_samples(dev, x, y, info["port"], profile_layers=True)
+        # put the model's own exit policy back: a board keeps SET_POLICY until reset
+        restore = {e["index"]: (NEVER if not e.get("policy") else int(e["policy"]["threshold_q15"]))
+                   for e in model.exits if not e["final"]}
+        if restore:
+            dev.set_policy(restore)
+    finally:
+        link.close()
+
+    add_energy(summary, board)
+    per_layer = [int(c) for c in result["layer_cycles"]]
+    summary["layers"] = [{"stage": l["stage"], "op": l["op"], "output": l["output"], "macs": int(l["macs"]),
+                          "cycles": c} for l, c in zip(layers, per_layer)]
+    if args.out:
+        np.savez(args.out, **result)
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=1))
+    print(table(summary))
+    print()
+    print(layer_table(summary["layers"], summary["cycle_unit"]))
+    return 0
+
+
+def layer_table(layers: list[dict], unit: str) -> str:
+    total = sum(l["cycles"] for l in layers) or 1
+    head = f"{'#':>3}  {'stage':>5}  {'op':<20} {'MACs':>12} {unit:>14} {'share':>6} {unit + '/MAC':>12}"
+    rows = [head]
+    for i, l in enumerate(layers):
+        per_mac = f"{l['cycles'] / l['macs']:.2f}" if l["macs"] else "-"
+        rows.append(f"{i:>3}  {l['stage']:>5}  {l['op']:<20} {l['macs']:>12,} {l['cycles']:>14,} "
+                    f"{l['cycles'] / total:>6.1%} {per_mac:>12}")
+    return "\n".join(rows)
