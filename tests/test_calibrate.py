@@ -6,7 +6,7 @@ import pytest
 
 from tinyexit import manifest as mf
 from tinyexit import pipeline, policy
-from tinyexit.calibrate import choose, sweep
+from tinyexit.calibrate import choose, sweep, within_budget
 from tinyexit.reference import all_exit_logits, decide, quantize_input
 
 
@@ -16,15 +16,23 @@ def export_copy(har_model, tmp_path):
     return tmp_path / "export"
 
 
-@pytest.mark.parametrize("budget", [0.0, 1.0, 3.0])
-def test_calibration_respects_the_budget_and_is_the_cheapest(export_copy, har, budget):
+@pytest.mark.parametrize("budget,sigma", [(0.0, 0.0), (1.0, 0.0), (3.0, 0.0), (1.0, 1.0), (3.0, 2.0)])
+def test_calibration_respects_the_budget_and_is_the_cheapest(export_copy, har, budget, sigma):
     m = mf.read(export_copy)
     logits = all_exit_logits(m, quantize_input(m, har.val.x))
     rows = sweep(m, logits, har.val.y)
-    chosen, baseline = choose(rows, budget)
-    assert chosen["accuracy"] >= baseline - budget / 100 - 1e-9
+    chosen, baseline = choose(rows, budget, sigma)
+    assert chosen["accuracy"] - sigma * chosen["drop_se"] >= baseline - budget / 100 - 1e-9
     cheaper = [r for r in rows if r["macs_mean"] < chosen["macs_mean"]]
-    assert all(r["accuracy"] < baseline - budget / 100 for r in cheaper)
+    assert all(not within_budget(r, baseline, budget, sigma) for r in cheaper)
+    # the margin only ever makes the choice more cautious
+    if sigma > 0:
+        assert chosen["macs_mean"] >= choose(rows, budget, 0.0)[0]["macs_mean"]
+    # the standard error is that of the paired per-sample difference from the final exit alone
+    final_right = logits[-1].argmax(1) == har.val.y
+    r = decide(m, logits, [chosen["threshold_q15"], 0])
+    difference = final_right.astype(float) - (r.pred == har.val.y)
+    assert np.isclose(chosen["drop_se"], difference.std(ddof=1) / np.sqrt(len(difference)))
     # the sweep's figures are what the policy really does at that threshold
     r = decide(m, logits, [chosen["threshold_q15"], 0])
     assert np.isclose((r.pred == har.val.y).mean(), chosen["accuracy"])

@@ -1,5 +1,9 @@
 """Exit threshold calibration: sweep the integer max-probability threshold on the validation split and
-pick the cheapest one whose accuracy stays within a budget of the final exit alone."""
+pick the cheapest one whose accuracy stays within a budget of the final exit alone.
+
+The validation split is a sample: a threshold whose measured drop sits right at the budget is as likely to
+exceed it on new data as not. So the drop must fit the budget with a margin of `margin_sigma` standard
+errors of the paired difference (per sample: right at the final exit alone minus right with early exits)."""
 
 from __future__ import annotations
 
@@ -22,20 +26,32 @@ def sweep(manifest: dict, logits: list[np.ndarray], y: np.ndarray) -> list[dict]
     early = [e for e in manifest["exits"] if not e["final"]]
     confs = [policy.confidence_q15(logits[e["index"]], policy.exp_lut(e["logit_scale"]))[1] for e in early]
     candidates = np.unique(np.concatenate(confs + [np.array([policy.NEVER])]))
+    final = next(e for e in manifest["exits"] if e["final"])
+    right_final = (logits[final["index"]].argmax(1) == y).astype(np.float64)
     rows = []
     for t in candidates[::-1]:
         thresholds = [0 if e["final"] else int(t) for e in manifest["exits"]]
         r = decide(manifest, logits, thresholds)
+        difference = right_final - (r.pred == y)
+        se = float(difference.std(ddof=1) / np.sqrt(len(y))) if len(y) > 1 else 0.0
         rows.append({"threshold_q15": int(t), "threshold": min(int(t), policy.NEVER) / policy.Q15,
-                     "accuracy": float((r.pred == y).mean()), "macs_mean": float(r.macs.mean()),
+                     "accuracy": float((r.pred == y).mean()), "drop_se": se, "macs_mean": float(r.macs.mean()),
                      "exit_rates": [float((r.exit == e["index"]).mean()) for e in manifest["exits"]]})
     return rows
 
 
-def choose(rows: list[dict], budget_pp: float) -> tuple[dict, float]:
-    """The cheapest row within `budget_pp` percentage points of the final exit alone (the never-exit row)."""
+DEFAULT_MARGIN_SIGMA = 1.0
+
+
+def within_budget(row: dict, baseline: float, budget_pp: float, margin_sigma: float = DEFAULT_MARGIN_SIGMA) -> bool:
+    return baseline - row["accuracy"] + margin_sigma * row["drop_se"] <= budget_pp / 100 + 1e-12
+
+
+def choose(rows: list[dict], budget_pp: float, margin_sigma: float = DEFAULT_MARGIN_SIGMA) -> tuple[dict, float]:
+    """The cheapest row whose accuracy drop from the final exit alone (the never-exit row), plus `margin_sigma`
+    standard errors, fits in `budget_pp` percentage points."""
     baseline = next(r for r in rows if r["threshold_q15"] == policy.NEVER)["accuracy"]
-    ok = [r for r in rows if r["accuracy"] >= baseline - budget_pp / 100 - 1e-12]
+    ok = [r for r in rows if within_budget(r, baseline, budget_pp, margin_sigma)]
     return min(ok, key=lambda r: (r["macs_mean"], -r["accuracy"])), baseline
 
 
@@ -47,16 +63,17 @@ def apply(manifest: dict, threshold_q15: int) -> None:
 
 
 def write_sweep(rows: list[dict], chosen: dict, baseline: float, budget_pp: float, out_dir: Path,
-                macs_no_exit: int | None) -> dict:
+                macs_no_exit: int | None, margin_sigma: float = DEFAULT_MARGIN_SIGMA) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "sweep.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["threshold", "threshold_q15", "accuracy", "macs_mean"] +
+        w.writerow(["threshold", "threshold_q15", "accuracy", "drop_se", "macs_mean"] +
                    [f"exit{i}_rate" for i in range(len(rows[0]["exit_rates"]))])
         for r in rows:
-            w.writerow([f"{r['threshold']:.6f}", r["threshold_q15"], f"{r['accuracy']:.6f}", f"{r['macs_mean']:.1f}"]
+            w.writerow([f"{r['threshold']:.6f}", r["threshold_q15"], f"{r['accuracy']:.6f}", f"{r['drop_se']:.6f}",
+                        f"{r['macs_mean']:.1f}"]
                        + [f"{x:.6f}" for x in r["exit_rates"]])
-    summary = {"budget_pp": budget_pp, "final_only_accuracy": baseline, "chosen": chosen,
+    summary = {"budget_pp": budget_pp, "margin_sigma": margin_sigma, "final_only_accuracy": baseline, "chosen": chosen,
                "macs_no_exit": macs_no_exit, "rows": rows}
     (out_dir / "sweep.json").write_text(json.dumps(summary, indent=1))
     pareto_plot(rows, chosen, baseline, budget_pp, out_dir / "pareto.png", macs_no_exit)
@@ -88,10 +105,12 @@ def pareto_plot(rows, chosen, baseline, budget_pp, path: Path, macs_no_exit=None
     plt.close(fig)
 
 
-def calibrate(manifest: dict, logits: list[np.ndarray], y: np.ndarray, budget_pp: float, out_dir: Path) -> dict:
+def calibrate(manifest: dict, logits: list[np.ndarray], y: np.ndarray, budget_pp: float, out_dir: Path,
+              margin_sigma: float = DEFAULT_MARGIN_SIGMA) -> dict:
     """Sweep, choose, write the threshold into the manifest on disk and the sweep beside it."""
     rows = sweep(manifest, logits, y)
-    chosen, baseline = choose(rows, budget_pp)
+    chosen, baseline = choose(rows, budget_pp, margin_sigma)
     apply(manifest, chosen["threshold_q15"])
     mf.save(manifest)
-    return write_sweep(rows, chosen, baseline, budget_pp, Path(out_dir), manifest["cost"].get("macs_no_exit"))
+    return write_sweep(rows, chosen, baseline, budget_pp, Path(out_dir), manifest["cost"].get("macs_no_exit"),
+                       margin_sigma)

@@ -111,14 +111,16 @@ def check_input(manifest: dict, split: Split) -> None:
 
 
 def calibrate(export_dir: Path, ds: Dataset, budget_pp: float = 1.0, out_dir: Path | None = None,
-              progress: bool = True) -> dict:
+              progress: bool = True, margin_sigma: float | None = None) -> dict:
+    from tinyexit.calibrate import DEFAULT_MARGIN_SIGMA
     from tinyexit.calibrate import calibrate as run
     from tinyexit.reference import all_exit_logits, quantize_input
 
     manifest = mf.read(export_dir)
     check_input(manifest, ds.val)
     logits = all_exit_logits(manifest, quantize_input(manifest, ds.val.x), progress=progress)
-    return run(manifest, logits, ds.val.y, budget_pp, Path(out_dir or export_dir))
+    return run(manifest, logits, ds.val.y, budget_pp, Path(out_dir or export_dir),
+               DEFAULT_MARGIN_SIGMA if margin_sigma is None else margin_sigma)
 
 
 def evaluate(export_dir: Path, split: Split, backend: str = "tflm", progress: bool = True) -> dict:

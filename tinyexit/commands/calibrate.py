@@ -13,6 +13,9 @@ def add_arguments(p) -> None:
     add_data_arguments(p)
     p.add_argument("--budget-pp", type=float, default=1.0,
                    help="allowed accuracy drop vs the final exit alone, percentage points (default 1)")
+    p.add_argument("--margin-sigma", type=float, default=1.0,
+                   help="the measured drop plus this many standard errors must fit the budget (default 1; 0: the "
+                        "drop alone)")
     p.add_argument("--out", metavar="DIR", help="where sweep.csv, sweep.json, pareto.png go (default: EXPORT_DIR)")
 
 
@@ -22,7 +25,8 @@ def run(args) -> int:
 
     task = mf.read(args.export)["task"]
     ds = pipeline.load_data(task, args.data)
-    s = pipeline.calibrate(Path(args.export), ds, args.budget_pp, Path(args.out) if args.out else None)
+    s = pipeline.calibrate(Path(args.export), ds, args.budget_pp, Path(args.out) if args.out else None,
+                           margin_sigma=args.margin_sigma)
     c = s["chosen"]
     print(f"threshold {c['threshold']:.4f} (q15 {c['threshold_q15']}): validation accuracy {c['accuracy']:.2%} "
           f"vs final exit alone {s['final_only_accuracy']:.2%}, early exits {1 - c['exit_rates'][-1]:.1%}, "
