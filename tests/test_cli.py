@@ -65,12 +65,19 @@ def test_demo_writes_the_report(tmp_path, datasets):
     assert report["firmware_mismatches_vs_tflm"] == 0 and report["firmware_samples"] == 30
     assert report["instruction_unit"] == "instructions" and report["instructions_no_exit"] > 0
     assert report["instructions_ratio"] == pytest.approx(report["instructions_mean"] / report["instructions_no_exit"])
+    table = run_cli("report", str(tmp_path), str(tmp_path), "--markdown", str(tmp_path / "table.md"))
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0] == "| | HAR | HAR |" and (tmp_path / "table.md").read_text().splitlines() == lines
+    ratio = next(l for l in lines if "instruction ratio" in l)
+    assert ratio.count(f"{report['instructions_ratio']:.3f}") == 2
 
 
 def test_bad_inputs_give_one_clear_error(tmp_path, har_model):
     assert_one_line_error(run_cli("train", "--data", str(tmp_path / "missing")), "HAR data not found")
     assert_one_line_error(run_cli("export", str(tmp_path)), "missing model.keras")
     assert_one_line_error(run_cli("calibrate", str(tmp_path)), "no manifest.json")
+    assert_one_line_error(run_cli("report", str(tmp_path / "nowhere")), "report.json not found")
     (tmp_path / "manifest.json").write_text("{not json")
     assert_one_line_error(run_cli("evaluate", str(tmp_path)), "not valid JSON")
     broken = tmp_path / "broken"

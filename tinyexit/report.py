@@ -23,3 +23,32 @@ def demo_table(r: dict) -> str:
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def tasks_table(reports: list[dict]) -> str:
+    """One markdown table, a column per task's report.json (what the README's results table is)."""
+
+    def pct(key):
+        return lambda r: f"{r[key]:.2%}" if r.get(key) is not None else "-"
+
+    def num(key, fmt):
+        return lambda r: format(r[key], fmt) if r.get(key) is not None else "-"
+
+    rows = [
+        ("test samples", num("n_test", ",")),
+        ("int8 accuracy, no exits (pretrained model as is)", pct("int8_pretrained_accuracy")),
+        ("int8 accuracy, final exit only", pct("int8_final_accuracy")),
+        ("int8 accuracy with early exit", pct("int8_early_exit_accuracy")),
+        ("early-exit rate", pct("early_exit_rate")),
+        ("MAC ratio (mean with exits / without)", num("mac_ratio", ".3f")),
+        ("qemu-m4 instructions without exits", num("instructions_no_exit", ",.0f")),
+        ("qemu-m4 instructions, mean with exits", num("instructions_mean", ",.0f")),
+        ("**instruction ratio**", num("instructions_ratio", ".3f")),
+        ("instructions per MAC, no-exit path", num("instructions_per_mac_no_exit", ".2f")),
+        ("firmware samples run (qemu-m4)", num("firmware_samples", ",")),
+        ("firmware mismatches with TFLite Micro", num("firmware_mismatches_vs_tflm", "d")),
+    ]
+    lines = ["| | " + " | ".join(r["task"].upper() for r in reports) + " |",
+             "|---|" + "---|" * len(reports)]
+    lines += [f"| {name} | " + " | ".join(cell(r) for r in reports) + " |" for name, cell in rows]
+    return "\n".join(lines)
