@@ -23,7 +23,15 @@ from tinyexit.firmware_build import BOARD_TARGETS, TARGETS, build
 from tinyexit.paths import PROJECT_ROOT
 
 PIO = shutil.which("pio")
-needs_pio = pytest.mark.skipif(PIO is None, reason="PlatformIO not installed: run ./setup.sh")
+
+
+@pytest.fixture()
+def pio_installed():
+    # ./setup.sh installs PlatformIO: its absence is a failed set-up, not a reason to skip
+    assert PIO is not None, "PlatformIO not installed: run ./setup.sh"
+
+
+needs_pio = pytest.mark.usefixtures("pio_installed")
 CORTEX_M_BOARDS = [t for t in BOARD_TARGETS if TARGETS[t]["compiler"] == "arm-none-eabi-g++"]
 ALL_ENVS = {"host", "qemu-m4", "qemu-m7", "qemu-m55", *BOARD_TARGETS}
 
@@ -155,10 +163,28 @@ def test_pio_run_qemu_m4_offline_is_bit_exact_with_tflite_micro(kws_model, kws_i
     assert np.array_equal(got, kws_reference)
 
 
+@needs_pio
+def test_pio_run_qemu_m4_runs_the_har_model_bit_exact(har_model, har, tmp_path):
+    """The project's own staged HAR export through PlatformIO's qemu-m4 build, both exits forced in turn."""
+    from tinyexit import manifest as mf
+    from tinyexit.harness import firmware
+    from tinyexit.policy import NEVER
+    from tinyexit.reference import all_exit_logits, quantize_input
+
+    m = mf.read(har_model[2])
+    x = quantize_input(m, har.test.x[:: len(har.test) // 30][:30])
+    logits = all_exit_logits(m, x)
+    elf = pio_run("qemu-m4", tmp_path, har_model[2])
+    with firmware("qemu-m4", elf) as dev:
+        for exit_index, thresholds in ((0, {0: 0}), (1, {0: NEVER})):
+            dev.set_policy(thresholds)
+            got = np.stack([dev.infer(v).output for v in x])
+            assert np.array_equal(got, logits[exit_index]), f"exit {exit_index}"
+
+
 @pytest.fixture(scope="module")
 def pio_host_firmware(kws_model, tmp_path_factory):
-    if PIO is None:
-        pytest.skip("PlatformIO not installed: run ./setup.sh")
+    assert PIO is not None, "PlatformIO not installed: run ./setup.sh"
     return pio_run("host", tmp_path_factory.mktemp("pio_host"), kws_model)
 
 
