@@ -110,10 +110,11 @@ void dispatch(const ConvParams& p, const DepthwiseDspParams& d, const int8_t* in
 }  // namespace
 
 void depthwise_conv_s8(const ConvParams& p, const DepthwiseDspParams& d, const int8_t* input, int8_t* output) {
-  if (p.filter.h * p.filter.w == 9) {
-    dispatch<9>(p, d, input, output);  // 3x3: the taps loop unrolls
-  } else {
-    dispatch<0>(p, d, input, output);
+  switch (p.filter.h * p.filter.w) {  // the common tap counts get their taps loop unrolled
+    case 3: return dispatch<3>(p, d, input, output);  // 3x1 / 1x3
+    case 5: return dispatch<5>(p, d, input, output);  // 5x1 / 1x5
+    case 9: return dispatch<9>(p, d, input, output);  // 3x3 (written out in assembly)
+    default: return dispatch<0>(p, d, input, output);
   }
 }
 
