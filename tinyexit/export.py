@@ -139,27 +139,54 @@ def check_partition(graph: Graph, stage_graphs: list[Graph]) -> None:
                             f"an operator is shared between stages (the cut is not clean)")
 
 
-def layer_table(stage_graphs: list[Graph]) -> list[dict]:
+def layer_table(stage_graphs: list[Graph], tensor_bits: dict[str, int] | None = None) -> list[dict]:
+    """tensor_bits: weight tensor name -> width for filters narrowed to sub-byte grids (others: their dtype's)."""
     rows = []
     for k, g in enumerate(stage_graphs):
         for op in g.ops:
             w = g.weight_tensor(op)
+            bits = None if w is None else (tensor_bits or {}).get(w.name, 4 if w.dtype == "int4" else 8)
             rows.append({"stage": k, "op": op.op, "output": g.tensors[op.outputs[0]].name, "macs": g.macs(op),
-                         "weight_dtype": w.dtype if w is not None else None,
-                         "weight_bits": 8 if w is not None and w.dtype == "int8" else (4 if w is not None and w.dtype == "int4" else None)})
+                         "weight_dtype": w.dtype if w is not None else None, "weight_bits": bits})
     return rows
 
 
+def stage_weight_bytes(g: Graph, tensor_bits: dict[str, int]) -> dict[str, int]:
+    """Bytes of the stage's filters by width as the firmware stores them ("int8", "int4" packed two per byte,
+    "int2" four per byte) and of its biases ("bias"); without sub-byte layers, Graph.weight_bytes()."""
+    totals = g.weight_bytes()
+    if not tensor_bits:
+        return totals
+    totals = {"bias": totals["bias"]} if "bias" in totals else {}
+    for op in g.ops:
+        w = g.weight_tensor(op)
+        if w is not None and w.is_constant:
+            bits = tensor_bits.get(w.name, 4 if w.dtype == "int4" else 8)
+            key = f"int{bits}"
+            totals[key] = totals.get(key, 0) + -(-int(np.prod(w.shape)) * bits // 8)
+    return totals
+
+
 def export(model, spec: ModelSpec, representative: np.ndarray, out_dir: str | Path,
-           macs_no_exit: int | None = None, cuts: list[tuple[str, str]] | None = None) -> dict:
+           macs_no_exit: int | None = None, cuts: list[tuple[str, str]] | None = None,
+           weight_bits: dict[str, int] | None = None, int4_tensors: bool = False) -> dict:
     """Quantize and write stage_K.tflite files, model_int8.tflite and manifest.json; return the manifest.
 
-    `cuts` overrides which (cut layer, exit head) pairs become early exits (default: the spec's)."""
+    `cuts` overrides which (cut layer, exit head) pairs become early exits (default: the spec's).
+    `weight_bits`: Keras layer name -> 8, 4 or 2; sub-byte filters are stored as int8 values on their grid
+    (tinyexit/qat.py), or with `int4_tensors` as TFLite's packed INT4 for stock TFLite Micro."""
+    from tinyexit.qat import narrow_weights, weight_tensor_bits
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cuts = default_cuts(spec) if cuts is None else cuts
     n_exits = len(cuts)
     unsplit = convert_int8(export_model(model, spec, cuts), representative)
+    tensor_bits = {}
+    narrow = {layer: b for layer, b in (weight_bits or {}).items() if b != 8}
+    if narrow:
+        tensor_bits = weight_tensor_bits(Graph(unsplit, "converted model"), narrow)
+        unsplit = narrow_weights(unsplit, tensor_bits, int4_tensors)
     graph = Graph(unsplit, "converted model")
     (out_dir / "model_int8.tflite").write_bytes(unsplit)
 
@@ -175,7 +202,7 @@ def export(model, spec: ModelSpec, representative: np.ndarray, out_dir: str | Pa
             o["role"] = role
         stages.append({"index": k, "file": name, "sha256": g.sha256(),
                        "inputs": [g.tensors[t].describe() for t in g.inputs], "outputs": outputs,
-                       "macs": g.total_macs(), "weight_bytes": g.weight_bytes(), "exit": k})
+                       "macs": g.total_macs(), "weight_bytes": stage_weight_bytes(g, tensor_bits), "exit": k})
     check_cuts(stage_graphs)
     check_partition(graph, stage_graphs)
 
@@ -193,7 +220,7 @@ def export(model, spec: ModelSpec, representative: np.ndarray, out_dir: str | Pa
     manifest = {
         "format": mf.FORMAT, "version": mf.VERSION, "task": spec.task, "classes": spec.classes,
         "input": {**graph.tensors[graph.inputs[0]].describe(), "preprocessing": spec.preprocessing},
-        "stages": stages, "exits": exits, "layers": layer_table(stage_graphs),
+        "stages": stages, "exits": exits, "layers": layer_table(stage_graphs, tensor_bits),
         "unsplit": {"file": "model_int8.tflite", "sha256": graph.sha256()},
         "cost": {"macs_to_exit": np.cumsum(stage_macs).astype(int).tolist(), "macs_all_stages": int(sum(stage_macs)),
                  "macs_no_exit": macs_no_exit},

@@ -4,10 +4,12 @@ Layout (version 1):
   format: "tinyexit.manifest", version: 1, task, classes
   input:  shape, dtype, scale, zero_point, preprocessing (how raw data becomes the float input)
   stages: [{index, file, sha256, inputs: [tensor], outputs: [tensor + role "features"|"logits"],
-            macs, weight_bytes: {dtype: bytes, "bias": bytes}, exit: exit index or null}]
+            macs, weight_bytes: {"int8"|"int4"|"int2": filter bytes as stored (sub-byte: packed),
+            "bias": bytes}, exit: exit index or null}]
   exits:  [{index, stage, output (index into the stage's outputs), final, classes,
             policy: null | {kind: "max_prob", threshold (float), threshold_q15 (int), logit_scale}}]
-  layers: [{stage, op, output, macs, weight_dtype, weight_bits}]
+  layers: [{stage, op, output, macs, weight_dtype, weight_bits}]: weight_bits 8, 4 or 2 (4 and 2: int8
+          values in [-8, 7] / [-2, 1], which codegen packs; or TFLite's INT4 type), null without weights
   unsplit: {file, sha256}: the same network as one model (for stock TFLite Micro and checks)
   cost:   {macs_to_exit: [...], macs_all_stages, macs_no_exit}
 where tensor = {name, shape, dtype, scale, zero_point}. Stage k+1's input is stage k's features output,

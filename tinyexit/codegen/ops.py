@@ -30,9 +30,11 @@ class Op:
     kernel = ""
     scratch_bytes = 0
     scratch = "nullptr"
+    bits = 8  # weight width: 4 and 2 are emitted packed (SUBBYTE_RANGES)
 
-    def __init__(self, graph: Graph, op: Operator, name: str):
+    def __init__(self, graph: Graph, op: Operator, name: str, weight_bits: int | None = None):
         self.graph, self.op, self.name = graph, op, name
+        self.weight_bits = weight_bits
         self.activations = [i for i in op.inputs if i >= 0 and not graph.tensors[i].is_constant]
         self.outputs = list(op.outputs)
         for t in self.activations + self.outputs:
@@ -53,7 +55,25 @@ class Op:
         return self.graph.macs(self.op)
 
     def weight_bytes(self) -> int:
-        return sum(self.t(i).data.nbytes for i in self.op.inputs if i >= 0 and self.t(i).is_constant)
+        total = sum(self.t(i).data.nbytes for i in self.op.inputs if i >= 0 and self.t(i).is_constant)
+        if self.bits < 8:  # the filter is stored packed
+            w = self.t(self.op.inputs[1])
+            total += packed_nbytes(w.data.size, self.bits) - w.data.nbytes
+        return total
+
+    def choose_bits(self, w: Tensor) -> None:
+        """The filter's width: the manifest's, else the narrowest range its values fit; packed kernels then."""
+        values = unpacked_values(w)
+        bits = self.weight_bits or fitting_bits(values)
+        if w.dtype == "int4" and bits == 8:  # TFLite's own packed INT4: 4 bits at most
+            bits = fitting_bits(values) if fitting_bits(values) < 8 else 4
+        if bits < 8:
+            lo, hi = SUBBYTE_RANGES.get(bits, (0, -1))
+            if lo > hi or values.min() < lo or values.max() > hi:
+                raise TinyexitError(f"{self.graph.source}: {self.op.op} filter '{w.name}' is declared {bits}-bit but "
+                                    f"holds values in [{values.min()}, {values.max()}]")
+            self.kernel = self.kernel.replace("_s8", "_packed_s8")
+        self.bits = bits
 
     def activation_bytes(self) -> int:
         return sum(self.t(i).nbytes for i in self.activations + self.outputs)
@@ -75,7 +95,11 @@ class Op:
         n = self.name
         self.has_bias = bias is not None
         text = "#if !TX_DSP_KERNELS\n" if self.dsp else ""
-        text += c_array("int8_t", f"{n}_filter", w.data)
+        if self.bits < 8:
+            text += c_array("uint8_t", f"{n}_filter", pack_values(unpacked_values(w), self.bits))
+            text += f"static const PackedWeights {n}_packed = {{{n}_filter, {self.bits}}};\n"
+        else:
+            text += c_array("int8_t", f"{n}_filter", w.data)
         text += c_array("int32_t", f"{n}_bias", bias.data) if bias is not None else ""
         text += "#endif\n" if self.dsp else ""
         text += c_array("int32_t", f"{n}_mult", np.array([m for m, _ in mults]))
@@ -84,7 +108,8 @@ class Op:
     def weighted_call(self, ptr) -> str:
         n = self.name
         bias = f"{n}_bias" if self.has_bias else "nullptr"
-        portable = f"{self.kernel}({n}_params, {ptr(self.op.inputs[0])}, {n}_filter, {bias}, {ptr(self.outputs[0])});"
+        filter_ = f"{n}_packed" if self.bits < 8 else f"{n}_filter"
+        portable = f"{self.kernel}({n}_params, {ptr(self.op.inputs[0])}, {filter_}, {bias}, {ptr(self.outputs[0])});"
         if not self.dsp:
             return portable
         scratch = f", {self.scratch}" if self.scratch_bytes else ""
@@ -111,6 +136,11 @@ class Op:
         words, k_padded = gemm_filter(w, grouped)
         table, fast = self.fast_requant(w, bias.data if bias is not None else None, mults)
         n = self.name
+        if self.bits < 8:
+            return (c_array("uint32_t", f"{n}_filter4", pack_pair_words(words, self.bits)) +
+                    c_array("int32_t", f"{n}_bias32", padded_bias(bias, w.shape[0])) + table +
+                    f"static const GemmPackedDspParams {n}_dsp = {{{w.shape[1]}, {k_padded}, {str(grouped).lower()}, "
+                    f"{self.bits}, {fast}, {n}_filter4, {n}_bias32}};\n")
         return (c_array("uint32_t", f"{n}_filter16", words) + c_array("int32_t", f"{n}_bias32", padded_bias(bias, w.shape[0])) +
                 table + f"static const GemmDspParams {n}_dsp = {{{w.shape[1]}, {k_padded}, {str(grouped).lower()}, "
                 f"{fast}, {n}_filter16, {n}_bias32}};\n")
@@ -131,6 +161,59 @@ def gemm_filter(w: np.ndarray, grouped: bool) -> tuple[np.ndarray, int]:
     padded[:channels, :k] = w
     blocks = padded.reshape(-1, 2, k_padded // 4, 4).transpose(0, 2, 1, 3)  # [pair][group][channel][4]
     return np.ascontiguousarray(blocks).astype("<i2").view("<u4").reshape(-1), k_padded
+
+
+SUBBYTE_RANGES = {4: (-8, 7), 2: (-2, 1)}  # two's complement 4- and 2-bit values
+
+
+def unpacked_values(w: Tensor) -> np.ndarray:
+    """A weight tensor's integer values in its shape; TFLite's packed INT4 (low nibble first) unpacked."""
+    if w.dtype == "int4":
+        raw = np.asarray(w.data, np.uint8)
+        nibbles = np.stack([raw & 15, raw >> 4], axis=1).reshape(-1)[:int(np.prod(w.shape))].astype(np.int8)
+        return np.where(nibbles > 7, nibbles - 16, nibbles).astype(np.int8).reshape(w.shape)
+    return w.data
+
+
+def fitting_bits(values: np.ndarray) -> int:
+    for bits in (2, 4):
+        lo, hi = SUBBYTE_RANGES[bits]
+        if values.size and values.min() >= lo and values.max() <= hi:
+            return bits
+    return 8
+
+
+def packed_nbytes(count: int, bits: int) -> int:
+    return -(-count * bits // 8)
+
+
+def pack_values(values: np.ndarray, bits: int) -> np.ndarray:
+    """kernels.h PackedWeights: value i in byte i / (8 / bits) at bit bits * (i % (8 / bits))."""
+    per_byte = 8 // bits
+    flat = np.zeros(packed_nbytes(values.size, bits) * per_byte, np.uint8)
+    flat[:values.size] = values.reshape(-1).astype(np.uint8) & ((1 << bits) - 1)
+    fields = flat.reshape(-1, per_byte).astype(np.uint32) << (bits * np.arange(per_byte, dtype=np.uint32))
+    return fields.sum(axis=1).astype(np.uint8)
+
+
+def pack_pair_words(words: np.ndarray, bits: int) -> np.ndarray:
+    """int16-pair words (the DSP kernels' int8 filter layout) -> kernels.h's sub-byte words: 16 / bits pair-words
+    per word, pair-word j's low half in field 16 / bits - 1 - j, its high half in field 32 / bits - 1 - j."""
+    per_word = 16 // bits
+    mask = np.uint32((1 << bits) - 1)
+    lo = (words & 0xFFFF).astype(np.uint32).reshape(-1, per_word) & mask
+    hi = (words >> 16).astype(np.uint32).reshape(-1, per_word) & mask
+    packed = np.zeros(len(lo), np.uint32)
+    for j in range(per_word):
+        packed |= (lo[:, j] << np.uint32(bits * (per_word - 1 - j))) | (hi[:, j] << np.uint32(bits * (2 * per_word - 1 - j)))
+    return packed
+
+
+def packed_dsp_exact(w: np.ndarray, input_bound: int, bits: int) -> bool:
+    """The sub-byte DSP kernels accumulate weight * 2^(16 - bits): exact while that stays below 2^31 for every
+    possible input (|input| <= input_bound). w: [channels, products]."""
+    worst = input_bound * np.abs(w.astype(np.int64)).sum(axis=1).max(initial=0)
+    return bool(worst << (16 - bits) < (1 << 31))
 
 
 def gemm_scratch_bytes(k: int) -> int:
@@ -182,14 +265,16 @@ class ConvOp(Op):
 
     def check(self):
         w = self.t(self.op.inputs[1])
-        if w.dtype != "int8" or not w.is_constant:
+        if w.dtype not in ("int8", "int4") or not w.is_constant:
             raise TinyexitError(f"{self.graph.source}: {self.op.op} filter '{w.name}' is {w.dtype}; int8 expected")
-        self.dsp = True
+        self.choose_bits(w)
+        self.dsp = self.bits == 8 or packed_dsp_exact(unpacked_values(w).reshape(w.shape[0], -1), 255, self.bits)
         k = int(np.prod(w.shape[1:]))
-        self.scratch_bytes = gemm_scratch_bytes(k)
+        self.scratch_bytes = gemm_scratch_bytes(k) if self.dsp else 0
 
     def dsp_definitions(self, w: Tensor, bias: Tensor | None, mults) -> str:
-        return self.gemm_dsp_definitions(w.data.reshape(w.shape[0], -1), bias, mults, grouped=w.shape[3] % 4 == 0)
+        return self.gemm_dsp_definitions(unpacked_values(w).reshape(w.shape[0], -1), bias, mults,
+                                         grouped=w.shape[3] % 4 == 0)
 
     def call(self, ptr) -> str:
         return self.weighted_call(ptr)
@@ -200,16 +285,19 @@ class DepthwiseConvOp(ConvOp):
 
     def check(self):
         w = self.t(self.op.inputs[1])
-        if w.dtype != "int8" or not w.is_constant:
+        if w.dtype not in ("int8", "int4") or not w.is_constant:
             raise TinyexitError(f"{self.graph.source}: {self.op.op} filter '{w.name}' is {w.dtype}; int8 expected")
+        self.choose_bits(w)
         inp = self.t(self.op.inputs[0])
         dm = getattr(self.op.options, "depthMultiplier", 1) or 1
         self.dsp = (inp.shape[3] % 4 == 0 and w.shape[3] == inp.shape[3] and dm == 1
                     and w.shape[1] * w.shape[2] <= 64)  # else: the portable kernel
+        if self.dsp and self.bits < 8:  # inputs are raw int8 here: the offset is folded into the bias
+            self.dsp = packed_dsp_exact(unpacked_values(w).reshape(-1, w.shape[3]).T, 128, self.bits)
 
     def dsp_definitions(self, w: Tensor, bias: Tensor | None, mults) -> str:
         _, kh, kw, c = w.shape
-        taps = w.data.reshape(kh * kw, c).astype(np.int64)
+        taps = unpacked_values(w).reshape(kh * kw, c).astype(np.int64)
         zp_in = _zp(self.t(self.op.inputs[0]))
         b = np.zeros(c, np.int64) if bias is None else bias.data.astype(np.int64)
         folded = b - zp_in * taps.sum(axis=0)  # input_offset = -zero point
@@ -219,6 +307,16 @@ class DepthwiseConvOp(ConvOp):
         widened = np.ascontiguousarray(groups).astype("<i2").reshape(-1).view("<u4")
         table, fast = self.fast_requant(taps.T, b, mults)
         n = self.name
+        if self.bits < 8:
+            taps_per_word = 8 // self.bits
+            padded = np.zeros((c // 4, -(-kh * kw // taps_per_word) * taps_per_word, 4), np.int64)
+            padded[:, :kh * kw] = groups
+            words = np.ascontiguousarray(padded).astype("<i2").reshape(-1).view("<u4")
+            return (c_array("uint32_t", f"{n}_filter4", pack_pair_words(words, self.bits)) +
+                    c_array("int32_t", f"{n}_bias32", folded.astype(np.int32)) +
+                    c_array("int8_t", f"{n}_padding", np.full(c, zp_in, np.int8)) + table +
+                    f"static const DepthwisePackedDspParams {n}_dsp = {{{self.bits}, {fast}, {n}_filter4, {n}_bias32, "
+                    f"{n}_padding}};\n")
         return (c_array("uint32_t", f"{n}_filter16", widened) +
                 c_array("int32_t", f"{n}_bias32", folded.astype(np.int32)) +
                 c_array("int8_t", f"{n}_padding", np.full(c, zp_in, np.int8)) + table +
@@ -230,12 +328,13 @@ class FullyConnectedOp(Op):
 
     def check(self):
         w = self.t(self.op.inputs[1])
-        if w.dtype != "int8" or not w.is_constant:
+        if w.dtype not in ("int8", "int4") or not w.is_constant:
             raise TinyexitError(f"{self.graph.source}: FULLY_CONNECTED weights '{w.name}' are {w.dtype}; int8 expected")
         if w.zero_point is not None and np.any(w.zero_point != 0):
             raise TinyexitError(f"{self.graph.source}: FULLY_CONNECTED weights '{w.name}' have a non-zero zero point")
-        self.dsp = True
-        self.scratch_bytes = gemm_scratch_bytes(w.shape[1])
+        self.choose_bits(w)
+        self.dsp = self.bits == 8 or packed_dsp_exact(unpacked_values(w), 255, self.bits)
+        self.scratch_bytes = gemm_scratch_bytes(w.shape[1]) if self.dsp else 0
 
     def definitions(self) -> str:
         inp, w, out = self.t(self.op.inputs[0]), self.t(self.op.inputs[1]), self.t(self.op.outputs[0])
@@ -249,7 +348,9 @@ class FullyConnectedOp(Op):
         text = self.weight_arrays(w, bias, mults)
         text += (f"static const FullyConnectedParams {n}_params = {{{batches}, {depth}, {units}, {-_zp(inp)}, "
                  f"{_zp(out)}, {lo}, {hi}, {n}_mult, {n}_shift}};\n")
-        text += "#if TX_DSP_KERNELS\n" + self.gemm_dsp_definitions(w.data, bias, mults, grouped=depth % 4 == 0) + "#endif\n"
+        if self.dsp:
+            text += "#if TX_DSP_KERNELS\n" + self.gemm_dsp_definitions(unpacked_values(w), bias, mults,
+                                                                        grouped=depth % 4 == 0) + "#endif\n"
         return text
 
     def call(self, ptr) -> str:
@@ -424,9 +525,11 @@ OPS = {"CONV_2D": ConvOp, "DEPTHWISE_CONV_2D": DepthwiseConvOp, "FULLY_CONNECTED
        "SOFTMAX": SoftmaxOp, "PAD": PadOp, "MEAN": MeanOp}
 
 
-def make(graph: Graph, op: Operator, name: str) -> Op:
+def make(graph: Graph, op: Operator, name: str, weight_bits: int | None = None) -> Op:
+    """weight_bits: the filter width the manifest declares (None: CONV_2D, DEPTHWISE_CONV_2D and
+    FULLY_CONNECTED filters whose values all fit 4 or 2 bits are packed)."""
     cls = OPS.get(op.op)
     if cls is None:
         raise TinyexitError(f"{graph.source}: operator {op.op} (output '{graph.tensors[op.outputs[0]].name}') "
                             f"is not supported by the firmware (supported: {', '.join(sorted(OPS))})")
-    return cls(graph, op, name)
+    return cls(graph, op, name, weight_bits)

@@ -32,6 +32,12 @@ def add_arguments(p) -> None:
                    help="test samples run on the emulated Cortex-M4 firmware (default: all)")
     p.add_argument("--agreement-samples", type=int, default=300,
                    help="test samples on which LiteRT is compared with TFLite Micro stage by stage (default 300)")
+    p.add_argument("--bits", default="8", choices=["8", "mixed"],
+                   help="weight widths: 8 = int8 everywhere (default); mixed = per-layer 8/4/2 bits searched "
+                        "under --flash-kb (default: half the int8 weight bytes), then fine-tuned; the int8 run "
+                        "goes to DIR/int8 for comparison")
+    p.add_argument("--flash-kb", type=float, default=None, help="weight budget for --bits mixed, in KiB")
+    p.add_argument("--qat-epochs", type=int, default=6, help="fine-tuning epochs for --bits mixed (default 6)")
     add_seed_argument(p)
 
 
@@ -43,6 +49,14 @@ def run(args) -> int:
     epochs = args.epochs or pipeline.DEFAULT_EPOCHS
     ds = pipeline.load_data(args.task, args.data)
     print(f"{args.task}: {len(ds.train)} train / {len(ds.val)} validation / {len(ds.test)} test samples")
+    if args.bits == "mixed" and args.task in PRETRAINED:
+        from tinyexit.errors import TinyexitError
+
+        raise TinyexitError(f"--bits mixed is not supported for the retrofitted task '{args.task}'")
+    if args.flash_kb is not None and (args.bits != "mixed" or args.flash_kb <= 0):
+        from tinyexit.errors import TinyexitError
+
+        raise TinyexitError("--flash-kb needs --bits mixed and a positive size")
     if args.task in PRETRAINED:
         pipeline.retrofit(PRETRAINED[args.task](), ds, out, epochs=epochs, budget_pp=args.budget_pp,
                           seed=args.seed, agreement_samples=args.agreement_samples, search=True,
@@ -61,9 +75,22 @@ def run(args) -> int:
         exits_after = placement["recommended_exits_after"]
     print(f"[2/6] training with exits after block(s) {exits_after}")
     model, spec = pipeline.train(ds, out / "model", exits_after, epochs, seed=args.seed)
+    extra = {"exits_after": exits_after, "epochs": epochs, "placement": placement["candidates"] if placement else None}
+    if args.bits == "mixed":
+        from tinyexit.quantize import run_mixed
+
+        int8 = pipeline.finish(model, spec, ds, out / "int8", args.budget_pp, args.seed, args.agreement_samples,
+                               clock, firmware_samples=args.firmware_samples, extra=extra)
+        print("mixed precision: search, fine-tuning, export")
+        budget = None if args.flash_kb is None else int(args.flash_kb * 1024)
+        r = run_mixed(model, spec, ds, out, budget, args.qat_epochs, args.seed, args.budget_pp, args.firmware_samples,
+                      args.agreement_samples, int8_report=int8, extra={**extra, "qat_epochs": args.qat_epochs})
+        print(f"mixed: {r['weight_bytes']:,} weight bytes (int8 {r['int8_weight_bytes']:,}), early-exit accuracy "
+              f"{r['int8_early_exit_accuracy']:.2%} (int8 {r['all8_early_exit_accuracy']:.2%}), qemu-m4 instructions "
+              f"{r['instructions_mean']:,.0f} (int8 {r['all8_instructions_mean']:,.0f}); plot {out}/bits_pareto.png")
+        return 0
     pipeline.finish(model, spec, ds, out, args.budget_pp, args.seed, args.agreement_samples, clock,
-                    firmware_samples=args.firmware_samples, extra={"exits_after": exits_after, "epochs": epochs,
-                           "placement": placement["candidates"] if placement else None})
+                    firmware_samples=args.firmware_samples, extra=extra)
     print(f"wrote {out}/report.json; plots: {out}/export/pareto.png" +
           (f", {out}/place/placement.png" if placement else ""))
     return 0

@@ -77,6 +77,32 @@ void copy_s8(const int8_t* input, int32_t size, int8_t* output);  // RESHAPE
 void pad_s8(const PadParams& p, const int8_t* input, int8_t* output);
 void mean_s8(const MeanParams& p, const int8_t* input, int8_t* output);
 
+// Sub-byte weights (kernels/<op>_packed_s8.cc): the int8 kernels above with filters of 4 or 2 bits per
+// value, packed in the int8 tensor's own order: value i sits in byte i / (8 / bits), at bit
+// bits * (i % (8 / bits)) (lowest bits first, as TFLite's INT4), two's complement. Same bits as the int8
+// kernel given the unpacked values.
+struct PackedWeights {
+  const uint8_t* data;
+  int32_t bits;  // 4 or 2
+};
+
+// Value i of packed weights, sign-extended.
+inline int32_t packed_weight(const PackedWeights& w, int32_t i) {
+  if (w.bits == 4) {
+    const uint32_t byte = w.data[i >> 1];
+    return static_cast<int8_t>(byte << (4 - 4 * (i & 1))) >> 4;
+  }
+  const uint32_t byte = w.data[i >> 2];
+  return static_cast<int8_t>(byte << (6 - 2 * (i & 3))) >> 6;
+}
+
+void conv_packed_s8(const ConvParams& p, const int8_t* input, const PackedWeights& filter, const int32_t* bias,
+                    int8_t* output);
+void depthwise_conv_packed_s8(const ConvParams& p, const int8_t* input, const PackedWeights& filter,
+                              const int32_t* bias, int8_t* output);
+void fully_connected_packed_s8(const FullyConnectedParams& p, const int8_t* input, const PackedWeights& filter,
+                               const int32_t* bias, int8_t* output);
+
 // The Cortex-M DSP variants (kernels/dsp/<op>_s8.cc, namespace tx::dsp; SMLAD/SXTB16, emulated in C++ off
 // Arm) take the portable parameters plus what the code generator prepares for them. Same bits as above.
 // The generated model uses them when TX_DSP_KERNELS is 1 (default: on cores with the DSP extension).
@@ -107,7 +133,37 @@ struct DepthwiseDspParams {  // depth multiplier 1, in_c % 4 == 0, kh * kw <= 64
   const int8_t* padding;  // in_c copies of the input zero point: what taps outside the input read
 };
 
+// Sub-byte filters for the DSP kernels. Each 32-bit word holds 16 / bits of the int16-pair words the int8
+// layout above would hold (GemmDspParams::filter, DepthwiseDspParams::filter, in that order): pair-word j
+// has its low half in field 16 / bits - 1 - j and its high half in field 32 / bits - 1 - j (fields of
+// `bits` bits, field 0 lowest). `(word << (bits * j)) & mask` (mask 0xF000F000 or 0xC000C000) is then
+// pair-word j times 2^(16 - bits) in one instruction, and the accumulators are shifted back exactly:
+// the code generator proves 2^(16 - bits) * (largest |accumulator|) < 2^31 (else it emits the portable
+// packed kernel).
+struct GemmPackedDspParams {
+  int32_t k, k_padded;  // as GemmDspParams
+  bool grouped;
+  int32_t bits;          // 4: 2 words per channel pair and 8 products; 2: 1 word
+  const int32_t* fast_requant;
+  const uint32_t* filter;
+  const int32_t* bias;   // out_c rounded up to even
+};
+
+struct DepthwisePackedDspParams {  // as DepthwiseDspParams; taps padded with zero weights to a whole word
+  int32_t bits;          // 4: one word per 2 taps and 4 channels; 2: per 4 taps
+  const int32_t* fast_requant;
+  const uint32_t* filter;  // [in_c / 4][padded taps * bits / 16]
+  const int32_t* bias;
+  const int8_t* padding;
+};
+
 namespace dsp {
+void conv_packed_s8(const ConvParams& p, const GemmPackedDspParams& d, const int8_t* input, int8_t* output,
+                    void* scratch);
+void fully_connected_packed_s8(const FullyConnectedParams& p, const GemmPackedDspParams& d, const int8_t* input,
+                               int8_t* output, void* scratch);
+void depthwise_conv_packed_s8(const ConvParams& p, const DepthwisePackedDspParams& d, const int8_t* input,
+                              int8_t* output);
 // scratch: 4 * k_padded bytes, 4-byte aligned (two pixels' widened inputs; sized by the code generator)
 void conv_s8(const ConvParams& p, const GemmDspParams& d, const int8_t* input, int8_t* output, void* scratch);
 void fully_connected_s8(const FullyConnectedParams& p, const GemmDspParams& d, const int8_t* input,

@@ -1,0 +1,25 @@
+// The sub-byte counterpart of gemm.h: two output pixels against every output channel from 4- or 2-bit
+// filters (kernels.h GemmPackedDspParams), unpacked into int16 pairs in registers with one AND each.
+#pragma once
+
+#include "gemm.h"
+
+namespace tx::dsp {
+
+template <bool kFast, bool kClamp>
+void gemm_packed_pair(const GemmPackedDspParams& d, const Requantization& q, int32_t out_c, const uint32_t* cols,
+                      int8_t* out_a, int8_t* out_b);
+
+inline void gemm_packed_pair(const GemmPackedDspParams& d, const Requantization& q, int32_t out_c,
+                             const uint32_t* cols, int8_t* out_a, int8_t* out_b) {
+  const bool clamp = q.act_min > -128 || q.act_max < 127;
+  if (d.fast_requant != nullptr) {
+    clamp ? gemm_packed_pair<true, true>(d, q, out_c, cols, out_a, out_b)
+          : gemm_packed_pair<true, false>(d, q, out_c, cols, out_a, out_b);
+  } else {
+    clamp ? gemm_packed_pair<false, true>(d, q, out_c, cols, out_a, out_b)
+          : gemm_packed_pair<false, false>(d, q, out_c, cols, out_a, out_b);
+  }
+}
+
+}  // namespace tx::dsp

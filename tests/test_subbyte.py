@@ -1,0 +1,177 @@
+"""Sub-byte (4- and 2-bit) weights: packed by codegen, unpacked by the firmware kernels on the fly, bit-exact
+with TFLite Micro on the same int8 `.tflite`; fake quantization, export and the mixed-precision search."""
+
+import re
+
+import numpy as np
+import pytest
+
+from tinyexit.codegen import generate, load
+from tinyexit.export import convert_int8
+from tinyexit.firmware_build import build
+from tinyexit.harness import firmware
+from tinyexit.policy import NEVER
+from tinyexit.qat import narrow_weights
+from tinyexit.reference import StageInterpreter
+from tinyexit.tflite_graph import Graph, WEIGHT_INPUT
+
+
+def _single_op(kind: str, rng: np.random.Generator):
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(int(rng.integers(1 << 30)))
+    h, w = (int(v) for v in rng.integers(3, 10, 2))
+    c = int(rng.choice([1, 3, 4, 8, 12]))  # multiples of 4 take the DSP kernels' grouped paths
+    if kind == "depthwise" and rng.integers(2):
+        c = 8  # depth multiplier 1 on 4k channels: the DSP depthwise kernel
+    inp = keras.Input((h, w, c))
+    act = str(rng.choice(["none", "relu"]))
+    finish = {"none": lambda x: x, "relu": layers.ReLU()}[act]
+    k = (int(rng.integers(1, min(h, 4) + 1)), int(rng.integers(1, min(w, 4) + 1)))
+    padding, stride = str(rng.choice(["same", "valid"])), int(rng.integers(1, 3))
+    if kind == "conv":
+        out = layers.Conv2D(int(rng.integers(1, 10)), k, strides=stride, padding=padding,
+                            use_bias=bool(rng.integers(2)))(inp)
+    elif kind == "depthwise":
+        out = layers.DepthwiseConv2D(k, strides=stride, padding=padding,
+                                     depth_multiplier=1 if c == 8 else int(rng.integers(1, 3)))(inp)
+    else:
+        out = layers.Dense(int(rng.integers(1, 20)))(layers.Flatten()(inp))
+    return keras.Model(inp, finish(out)), (h, w, c)
+
+
+def _narrowed(kind, bits, rng):
+    model, shape = _single_op(kind, rng)
+    calibration = rng.normal(rng.uniform(-1, 1), rng.uniform(0.5, 3), (32, *shape)).astype(np.float32)
+    buf = convert_int8(model, calibration)
+    g = Graph(buf)
+    names = {g.weight_tensor(op).name: bits for op in g.ops if op.op in WEIGHT_INPUT}
+    return narrow_weights(buf, names), shape
+
+
+def _filter_bytes(source: str, kind: str) -> dict[str, int]:
+    """Sizes of the generated filter arrays by name suffix (`_filter` portable, `_filter16`/`_filter4` DSP)."""
+    sizes = {}
+    for ctype, name, n in re.findall(r"static const (\w+) (\w+_filter\w*)\[(\d+)\]", source):
+        sizes[name.split("_", 2)[-1]] = int(n) * {"int8_t": 1, "uint8_t": 1, "uint32_t": 4}[ctype]
+    return sizes
+
+
+@pytest.mark.parametrize("bits", [4, 2])
+@pytest.mark.parametrize("kind", ["conv", "depthwise", "dense"])
+def test_packed_kernels_match_tflite_micro(kind, bits, tmp_path):
+    rng = np.random.default_rng(sum(map(ord, kind)) + bits)
+    for case in range(3):
+        buf, shape = _narrowed(kind, bits, rng)
+        g = Graph(buf)
+        w = next(g.weight_tensor(op) for op in g.ops if op.op in WEIGHT_INPUT)
+        lo, hi = {4: (-8, 7), 2: (-2, 1)}[bits]
+        assert w.dtype == "int8" and lo <= w.data.min() and w.data.max() <= hi
+        path = tmp_path / f"{kind}{case}.tflite"
+        path.write_bytes(buf)
+        source = generate(load(path), tmp_path / f"gen{case}").source.read_text()
+        sizes = _filter_bytes(source, kind)
+        assert sizes["filter"] == -(-w.data.size * bits // 8), sizes  # 1/2 or 1/4 of the int8 bytes
+        reference = StageInterpreter(buf)
+        x = rng.integers(-128, 128, (10, *shape)).astype(np.int8)
+        want = [reference(sample[None])[0].reshape(-1) for sample in x]
+        for kernels in ("portable", "dsp"):
+            fw = build(path, "host", tmp_path / f"b{case}", kernels=kernels)
+            with firmware("host", fw.binary) as dev:
+                for sample, expected in zip(x, want):
+                    got = dev.infer(sample).output
+                    assert np.array_equal(got, expected), f"{kind} {bits}-bit case {case} ({kernels})"
+
+
+def test_fake_quantized_layers_export_exactly_onto_their_grid(tmp_path):
+    """The converter quantizes every filter to max|w| / 127; narrow_weights must recover the fake-quant grid
+    exactly (same real weights, batch norm folded in) with values in the sub-byte range."""
+    import keras
+    from keras import layers
+
+    from tinyexit.qat import LEVELS, quantized_copy, weight_tensor_bits
+
+    keras.utils.set_random_seed(1)
+    inp = keras.Input((12, 1, 4))
+    x = layers.ReLU()(layers.BatchNormalization(name="bn1")(layers.Conv2D(8, (3, 1), use_bias=False, name="conv")(inp)))
+    x = layers.ReLU()(layers.BatchNormalization(name="bn2")(layers.DepthwiseConv2D((3, 1), use_bias=False, name="dw")(x)))
+    out = layers.Dense(5, name="dense")(layers.Flatten()(x))
+    model = keras.Model(inp, out)
+    rng = np.random.default_rng(0)
+    for bn in ("bn1", "bn2"):  # batch norm with non-trivial statistics (and a negative gamma) to fold
+        gamma, beta, mean, var = (w.copy() for w in model.get_layer(bn).get_weights())
+        gamma = rng.uniform(0.5, 2, gamma.shape) * np.where(np.arange(len(gamma)) == 1, -1, 1)
+        model.get_layer(bn).set_weights([gamma, rng.normal(0, 0.1, beta.shape), rng.normal(0, 0.1, mean.shape),
+                                         rng.uniform(0.5, 2, var.shape)])
+    bits = {"conv": 4, "dw": 2, "dense": 4}
+    q = quantized_copy(model, bits)
+    buf = convert_int8(q, rng.normal(0, 1, (32, 12, 1, 4)).astype(np.float32))
+    names = weight_tensor_bits(Graph(buf), bits)
+    g = Graph(narrow_weights(buf, names))
+    by_name = {t.name: t for t in g.tensors}
+    for layer, b in bits.items():
+        w = by_name[next(n for n, v in names.items() if layer in n)]
+        assert np.abs(w.data).max() <= LEVELS[b]
+        kernel = keras.ops.convert_to_numpy(q.get_layer(layer).quantized_kernel())
+        bn = {"conv": "bn1", "dw": "bn2"}.get(layer)
+        fold = 1.0
+        if bn:
+            gamma, _, _, var = q.get_layer(bn).get_weights()
+            fold = gamma / np.sqrt(var + q.get_layer(bn).epsilon)
+            fold = fold.reshape(-1, 1) if layer == "dw" else fold  # depthwise: (in channel, multiplier)
+        real = (kernel * fold).reshape(-1, kernel.shape[-2] * kernel.shape[-1] if layer == "dw" else kernel.shape[-1])
+        tflite = w.data.astype(np.float64) * w.scale.reshape((-1,) + (1,) * (w.data.ndim - 1) if w.quantized_dimension == 0 else -1)
+        tflite = tflite.reshape(-1, real.shape[-1]) if layer == "dw" else tflite.reshape(real.shape[-1], -1).T
+        np.testing.assert_allclose(tflite, real, rtol=1e-5, atol=1e-7 * np.abs(real).max())
+        for c in range(real.shape[-1]):  # every channel uses its whole grid: the scale is the grid's step
+            channel = w.data.reshape(-1, real.shape[-1])[:, c] if layer == "dw" else w.data.reshape(real.shape[-1], -1)[c]
+            assert np.abs(channel).max() in (0, LEVELS[b])
+
+
+def test_quantize_command_bad_input(tmp_path, har_model):
+    from tests.conftest import assert_one_line_error, run_cli
+
+    assert_one_line_error(run_cli("quantize", str(tmp_path / "missing"), "--flash-kb", "4"), "no such folder")
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    (lone / "manifest.json").write_text("{}")
+    assert_one_line_error(run_cli("quantize", str(lone), "--flash-kb", "4"), "without the trained model")
+    assert_one_line_error(run_cli("quantize", str(har_model[2]), "--flash-kb", "0"), "positive")
+    assert_one_line_error(run_cli("demo", "--bits", "mixed", "--task", "vww", "--out", str(tmp_path / "v")), "retrofitted")
+
+
+def test_quantize_command_meets_the_budget_and_the_firmware_matches(tmp_path, har_model, har):
+    """`tinyexit quantize` on the small HAR model: widths within the budget in the manifest, the mixed stages
+    and their stock-TFLite-Micro INT4 twin run bit-exact through the firmware."""
+    import json
+
+    from tests.conftest import run_cli
+    from tinyexit import manifest as mf
+    from tinyexit.reference import all_exit_logits, quantize_input
+
+    out = tmp_path / "mixed"
+    proc = run_cli("quantize", str(har_model[2]), "--flash-kb", "6", "--qat-epochs", "1", "--out", str(out),
+                   "--int4-packed")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    m = mf.read(out / "export")
+    nbytes = sum(v for s in m["stages"] for k, v in s["weight_bytes"].items() if k != "bias")
+    assert nbytes <= 6 * 1024
+    widths = {row["weight_bits"] for row in m["layers"] if row["weight_bits"]}
+    assert widths & {4, 2} and widths <= {8, 4, 2}
+    search = json.loads((out / "search.json").read_text())
+    assert search["chosen"]["weight_bytes"] == nbytes
+    assert (out / "bits_pareto.png").stat().st_size > 10_000
+    int4 = mf.read(out / "export-int4")
+    assert any(r["weight_dtype"] == "int4" for r in int4["layers"])
+    x = quantize_input(m, har.test.x[:40])
+    for export in (out / "export", out / "export-int4"):
+        manifest = mf.read(export)
+        want = all_exit_logits(manifest, x)
+        for kernels in ("portable", "dsp"):
+            fw = build(export, "host", tmp_path / f"fw-{export.name}", kernels=kernels)
+            with firmware("host", fw.binary) as dev:
+                for exit_index, thresholds in ((0, {0: 0}), (1, {0: NEVER})):
+                    dev.set_policy(thresholds)
+                    got = np.stack([dev.infer(sample).output for sample in x])
+                    assert np.array_equal(got, want[exit_index]), f"{export.name} ({kernels}) exit {exit_index}"
