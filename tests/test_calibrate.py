@@ -39,13 +39,16 @@ def test_calibration_respects_the_budget_and_is_the_cheapest(export_copy, har, b
 
 
 def test_calibrate_writes_manifest_sweep_and_plot(export_copy, har):
-    summary = pipeline.calibrate(export_copy, har, budget_pp=1.0, progress=False)
+    summary = pipeline.calibrate(export_copy, har, budget_pp=1.0, progress=False, kinds=policy.KINDS)
     m = mf.read(export_copy)
     pol = m["exits"][0]["policy"]
     assert pol["threshold_q15"] == summary["chosen"]["threshold_q15"] <= policy.NEVER
-    assert pol["kind"] == "max_prob" and m["exits"][1]["policy"] is None
+    assert pol["kind"] == summary["chosen"]["kind"] and pol["kind"] in policy.KINDS
+    assert m["exits"][1]["policy"] is None
+    rows = json.loads((export_copy / "sweep.json").read_text())["rows"]
+    assert {r["kind"] for r in rows} == set(policy.KINDS)  # every policy swept; the cheapest within budget chosen
+    assert summary["chosen"] == choose(rows, 1.0)[0]
     for name in ("sweep.csv", "sweep.json", "pareto.png"):
         assert (export_copy / name).stat().st_size > 100
-    rows = json.loads((export_copy / "sweep.json").read_text())["rows"]
     assert rows[0]["threshold_q15"] == policy.NEVER
     assert len((export_copy / "sweep.csv").read_text().splitlines()) == len(rows) + 1

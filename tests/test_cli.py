@@ -65,6 +65,13 @@ def test_demo_writes_the_report(tmp_path, datasets):
     assert report["firmware_mismatches_vs_tflm"] == 0 and report["firmware_samples"] == 30
     assert report["instruction_unit"] == "instructions" and report["instructions_no_exit"] > 0
     assert report["instructions_ratio"] == pytest.approx(report["instructions_mean"] / report["instructions_no_exit"])
+    # every policy's test-split curve in instructions, and where plain max-probability calibration lands
+    assert set(report["policy_curves"]) == {"max_prob", "margin", "entropy"}
+    assert report["policy"]["kind"] == "max_prob" and report["policy_chosen"] == report["max_prob_chosen"]
+    full = report["instructions_to_exit"][-1]
+    for points in report["policy_curves"].values():
+        assert all(0 <= acc <= 1 and 0 < instr <= full * 1.001 for acc, instr in points)
+    assert (tmp_path / "policies.png").stat().st_size > 1000
     table = run_cli("report", str(tmp_path), str(tmp_path), "--markdown", str(tmp_path / "table.md"))
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()

@@ -51,6 +51,31 @@ def test_exit_decisions_match_the_python_policy(har_firmware, har_reference):
             assert len(r.stage_cycles) == r.exit + 1
 
 
+@pytest.mark.parametrize("kind", ["margin", "entropy"])
+def test_every_policy_kind_decides_as_the_python_policy(har_model, har_reference, tmp_path, kind):
+    """The manifest's policy kind is built into the firmware; SET_POLICY still changes its threshold."""
+    import shutil
+
+    from tinyexit import policy
+
+    m, x, logits = har_reference
+    export = tmp_path / "export"
+    shutil.copytree(har_model[2], export)
+    manifest = mf.read(export)
+    manifest["exits"][0]["policy"] = {"kind": kind, "threshold_q15": 20000, "threshold": 20000 / policy.Q15}
+    mf.save(manifest)
+    fw = build(export, "host", tmp_path / "fw")
+    threshold = int(np.median(policy.exit_scores(manifest["exits"][0], logits[0])[1]))  # about half exit early
+    expected = decide(manifest, logits, [threshold, 0])
+    assert 0.2 < (expected.exit == 0).mean() < 0.8
+    with host_firmware(fw.binary) as dev:
+        dev.set_policy({0: threshold})
+        for i in range(0, len(x), 5):
+            r = dev.infer(x[i])
+            assert (r.exit, r.predicted_class, r.confidence_q15) == (expected.exit[i], expected.pred[i],
+                                                                      expected.confidence_q15[i]), i
+
+
 def test_info_and_profile(har_firmware, har_model, har_reference):
     m, x, _ = har_reference
     with host_firmware(har_firmware.binary) as dev:

@@ -14,7 +14,7 @@ import sys
 from tinyexit import __version__
 from tinyexit.errors import TinyexitError
 
-COMMANDS = ["demo", "train", "place", "export", "calibrate", "evaluate", "retrofit", "build", "sim", "flash", "profile", "report"]
+COMMANDS = ["demo", "train", "place", "export", "calibrate", "evaluate", "retrofit", "build", "sim", "flash", "profile", "report", "quantize"]
 
 
 def build_parser() -> argparse.ArgumentParser:

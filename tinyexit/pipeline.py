@@ -41,15 +41,18 @@ def train(ds: Dataset, out_dir: Path, exits_after: list[int] | None = None, epoc
     return model, spec
 
 
-def export(model, spec, ds: Dataset, out_dir: Path, seed: int = 0, macs_no_exit: int | None = None) -> dict:
+def export(model, spec, ds: Dataset, out_dir: Path, seed: int = 0, macs_no_exit: int | None = None,
+           weight_bits: dict[str, int] | None = None, int4_tensors: bool = False) -> dict:
     """int8 stages + manifest; `macs_no_exit` defaults to the network without exits: the spec's backbone
-    built bare, or for a retrofit the pretrained path to the final output."""
+    built bare, or for a retrofit the pretrained path to the final output. `weight_bits`: per-layer widths of
+    a fake-quantized model (tinyexit/qat.py)."""
     from tinyexit.export import export as write_stages, macs_of
 
     representative = ds.train.subset(REPRESENTATIVE_SAMPLES, seed).x
     if macs_no_exit is None:
         macs_no_exit = macs_of(bare_model(model, spec))
-    return write_stages(model, spec, representative, out_dir, macs_no_exit=macs_no_exit)
+    return write_stages(model, spec, representative, out_dir, macs_no_exit=macs_no_exit, weight_bits=weight_bits,
+                        int4_tensors=int4_tensors)
 
 
 def bare_model(model, spec):
@@ -100,6 +103,9 @@ def firmware_run(out: Path, model, spec, ds: Dataset, target: str = "qemu-m4", s
         "instructions_no_exit": base["mean_instructions"],
         "instructions_ratio": summary["mean_instructions"] / base["mean_instructions"],
         "instructions_per_mac_no_exit": base["instructions_per_mac"],
+        "instructions_all_stages": summary["instructions_no_exit"],  # these stages, every exit switched off
+        # instructions to reach each stage's exit (stages measured one by one on the no-exit path)
+        "instructions_to_exit": np.cumsum(summary["stage_instructions"]).tolist(),
         "firmware_arena_bytes": summary["peak_activation_bytes"],
     }
 
@@ -111,7 +117,7 @@ def check_input(manifest: dict, split: Split) -> None:
 
 
 def calibrate(export_dir: Path, ds: Dataset, budget_pp: float = 1.0, out_dir: Path | None = None,
-              progress: bool = True, margin_sigma: float | None = None) -> dict:
+              progress: bool = True, margin_sigma: float | None = None, kinds: tuple[str, ...] = ("max_prob",)) -> dict:
     from tinyexit.calibrate import DEFAULT_MARGIN_SIGMA
     from tinyexit.calibrate import calibrate as run
     from tinyexit.reference import all_exit_logits, quantize_input
@@ -120,7 +126,7 @@ def calibrate(export_dir: Path, ds: Dataset, budget_pp: float = 1.0, out_dir: Pa
     check_input(manifest, ds.val)
     logits = all_exit_logits(manifest, quantize_input(manifest, ds.val.x), progress=progress)
     return run(manifest, logits, ds.val.y, budget_pp, Path(out_dir or export_dir),
-               DEFAULT_MARGIN_SIGMA if margin_sigma is None else margin_sigma)
+               DEFAULT_MARGIN_SIGMA if margin_sigma is None else margin_sigma, tuple(kinds))
 
 
 def evaluate(export_dir: Path, split: Split, backend: str = "tflm", progress: bool = True) -> dict:
@@ -170,20 +176,70 @@ def interpreter_agreement(export_dir: Path, split: Split) -> dict:
 
 
 def float_metrics(model, split: Split, manifest: dict) -> dict:
-    """The float Keras model, final exit alone and with the same threshold as the int8 policy."""
-    from tinyexit.policy import float_confidence
+    """The float Keras model, final exit alone and with the same policy and threshold as the int8 model."""
+    from tinyexit.policy import float_score, kind_of
     from tinyexit.train import predict_logits
 
     logits = predict_logits(model, split.x)
     taken = np.full(len(split), len(logits) - 1)
     for j, e in enumerate(manifest["exits"][:-1]):
-        conf = float_confidence(logits[j], 1.0, 0)
+        conf = float_score(kind_of(e), logits[j], 1.0)
         go = (taken == len(logits) - 1) & (conf >= e["policy"]["threshold"])
         taken[go] = j
     pred = np.choose(taken, [l.argmax(1) for l in logits])
     return {"float_accuracy": float((logits[-1].argmax(1) == split.y).mean()),
             "float_early_exit_accuracy": float((pred == split.y).mean()),
             "float_exit_accuracies": [float((l.argmax(1) == split.y).mean()) for l in logits]}
+
+
+def policy_curves(export_dir: Path, split: Split, instructions_to_exit: list[float], budget_pp: float,
+                  out_png: Path | None = None) -> dict:
+    """Every policy kind's threshold sweep on `split`, as [accuracy, mean instructions] points (instructions
+    per exit path as measured on the firmware), the policy the calibration chose, and max_prob at the threshold
+    plain max-probability calibration picks (same validation rule)."""
+    from tinyexit import calibrate as cal
+    from tinyexit import policy
+    from tinyexit.reference import all_exit_logits, decide, quantize_input
+
+    manifest = mf.read(export_dir)
+    logits = all_exit_logits(manifest, quantize_input(manifest, split.x))
+    cost = np.asarray(instructions_to_exit)
+    stage_of = [e["stage"] for e in manifest["exits"]]
+
+    def point(row: dict) -> list[float]:
+        thresholds = [0 if e["final"] else row["threshold_q15"] for e in manifest["exits"]]
+        r = decide(manifest, logits, thresholds, row["kind"])
+        return [float((r.pred == split.y).mean()), float(cost[[stage_of[i] for i in r.exit]].mean())]
+
+    curves = {kind: sorted((point(r) for r in cal.sweep(manifest, logits, split.y, kind)), key=lambda p: p[1])
+              for kind in policy.KINDS}
+    val = json.loads((Path(export_dir) / "sweep.json").read_text())
+    plain, _ = cal.choose([r for r in val["rows"] if r["kind"] == "max_prob"], budget_pp, val["margin_sigma"])
+    chosen = manifest["exits"][0]["policy"]
+    result = {"policy": chosen, "policy_curves": curves, "max_prob_chosen": point(plain),
+              "policy_chosen": point({"kind": chosen["kind"], "threshold_q15": chosen["threshold_q15"]})}
+    if out_png is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+        for kind, pts in curves.items():
+            ax.plot([p[1] for p in pts], [100 * p[0] for p in pts], ".-", ms=3, lw=1, label=kind)
+        ax.plot([result["max_prob_chosen"][1]], [100 * result["max_prob_chosen"][0]], "ks", ms=7,
+                label="max_prob, plain calibration")
+        ax.plot([result["policy_chosen"][1]], [100 * result["policy_chosen"][0]], "r*", ms=12,
+                label=f"chosen: {chosen['kind']}")
+        ax.set_xlabel("mean qemu-m4 instructions per inference")
+        ax.set_ylabel(f"accuracy (%), {len(split)} test samples")
+        ax.set_title(f"{manifest['task']}: exit policies")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+        fig.tight_layout()
+        fig.savefig(out_png)
+        plt.close(fig)
+    return result
 
 
 def write_json(path: Path, obj: dict) -> None:
@@ -201,14 +257,16 @@ class Stopwatch:
 
 def finish(model, spec, ds: Dataset, out: Path, budget_pp: float = 1.0, seed: int = 0,
            agreement_samples: int = 300, clock: Stopwatch | None = None, macs_no_exit: int | None = None,
-           extra: dict | None = None, step: int = 3, steps: int = 6, firmware_samples: int | None = None) -> dict:
+           extra: dict | None = None, step: int = 3, steps: int = 6, firmware_samples: int | None = None,
+           quantized=None, weight_bits: dict[str, int] | None = None) -> dict:
     """The common tail of every run: int8 export, calibration on validation, evaluation on test,
-    report.json. Returns the report."""
+    report.json. Returns the report. `quantized`: a fake-quantized copy of `model` with per-layer
+    `weight_bits` to export instead (float figures and the no-exit baseline stay the float model's)."""
     from tinyexit.report import demo_table
 
     clock = clock or Stopwatch()
     print(f"[{step}/{steps}] int8 export")
-    export(model, spec, ds, out / "export", seed, macs_no_exit=macs_no_exit)
+    export(quantized or model, spec, ds, out / "export", seed, macs_no_exit=macs_no_exit, weight_bits=weight_bits)
     print(f"[{step + 1}/{steps}] calibration on the validation split")
     calibration = calibrate(out / "export", ds, budget_pp)
     print(f"[{step + 2}/{steps}] evaluation on the test split (TFLite Micro)")
@@ -222,13 +280,16 @@ def finish(model, spec, ds: Dataset, out: Path, budget_pp: float = 1.0, seed: in
         **float_metrics(model, ds.test, manifest),
         **{k: v for k, v in metrics.items() if k != "n"},
         **firmware,
-        **(extra or {}),
         "parameters": int(model.count_params()),
         "stage_macs": [s["macs"] for s in manifest["stages"]],
-        "weight_bytes": {k: sum(s["weight_bytes"].get(k, 0) for s in manifest["stages"]) for k in ("int8", "bias")},
+        "weight_bytes": {k: sum(s["weight_bytes"].get(k, 0) for s in manifest["stages"])
+                         for k in ("int8", "int4", "int2", "bias")
+                         if k in ("int8", "bias") or any(k in s["weight_bytes"] for s in manifest["stages"])},
+        **(extra or {}),
         "validation": {"n": len(ds.val), "final_only_accuracy": calibration["final_only_accuracy"],
                        "early_exit_accuracy": calibration["chosen"]["accuracy"],
                        "macs_mean": calibration["chosen"]["macs_mean"]},
+        **policy_curves(out / "export", ds.test, firmware["instructions_to_exit"], budget_pp, out / "policies.png"),
         "interpreter_agreement": interpreter_agreement(out / "export", ds.test.subset(agreement_samples, seed)),
         "seed": seed,
         "seconds": clock.seconds(),

@@ -91,7 +91,7 @@ def all_exit_logits(manifest: dict, x_q: np.ndarray, backend: str = "tflm", prog
 class StagedResult:
     exit: np.ndarray  # (N,) index of the exit taken
     pred: np.ndarray  # (N,) class
-    confidence_q15: np.ndarray  # (N,) integer confidence at the exit taken (0 for the final exit)
+    confidence_q15: np.ndarray  # (N,) the policy's Q15 score at the exit taken
     macs: np.ndarray  # (N,) MACs spent
 
 
@@ -101,15 +101,17 @@ def thresholds_of(manifest: dict) -> list[int]:
             (0 if e["final"] else int(e["policy"]["threshold_q15"])) for e in manifest["exits"]]
 
 
-def decide(manifest: dict, logits: list[np.ndarray], thresholds_q15: list[int] | None = None) -> StagedResult:
-    """Apply the exit policy in exit order to precomputed logits of every exit (what the firmware does)."""
+def decide(manifest: dict, logits: list[np.ndarray], thresholds_q15: list[int] | None = None,
+           kind: str | None = None) -> StagedResult:
+    """Apply the exit policy in exit order to precomputed logits of every exit (what the firmware does);
+    `kind` overrides the manifest's policy kinds."""
     thresholds_q15 = thresholds_of(manifest) if thresholds_q15 is None else thresholds_q15
     n = len(logits[0])
     taken = np.full(n, -1)
     pred = np.zeros(n, np.int64)
     conf = np.zeros(n, np.int64)
     for e in manifest["exits"]:
-        cls, c = policy.confidence_q15(logits[e["index"]], policy.exp_lut(e["logit_scale"]))
+        cls, c = policy.exit_scores(e, logits[e["index"]], kind)
         go = (taken < 0) & ((c >= thresholds_q15[e["index"]]) | e["final"])
         taken[go], pred[go], conf[go] = e["index"], cls[go], c[go]
     cost = np.asarray(manifest["cost"]["macs_to_exit"])
@@ -120,7 +122,6 @@ def staged_inference(manifest: dict, x_q: np.ndarray, backend: str = "tflm", pro
     """Truly staged: run stage k, test its exit, stop or go on, as the firmware does, sample by sample."""
     stages = load_stages(manifest, backend)
     thresholds = thresholds_of(manifest)
-    luts = [policy.exp_lut(e["logit_scale"]) for e in manifest["exits"]]
     by_stage = {e["stage"]: e for e in manifest["exits"]}
     cost = manifest["cost"]["macs_to_exit"]
     n = len(x_q)
@@ -130,7 +131,7 @@ def staged_inference(manifest: dict, x_q: np.ndarray, backend: str = "tflm", pro
         for k, stage in enumerate(stages):
             outs = stage(feature)
             e = by_stage[k]
-            cls, conf = policy.confidence_q15(outs[e["output"]].reshape(1, -1), luts[e["index"]])
+            cls, conf = policy.exit_scores(e, outs[e["output"]].reshape(1, -1))
             if e["final"] or conf[0] >= thresholds[e["index"]]:
                 res.exit[i], res.pred[i], res.confidence_q15[i], res.macs[i] = e["index"], cls[0], conf[0], cost[k]
                 break

@@ -50,10 +50,11 @@ def run_samples(dev, x: np.ndarray, y: np.ndarray | None, label: str, progress: 
     early = {e: NEVER for e in range(info["exits"] - 1)}
     if early:
         dev.set_policy(early)
-    full, layer_cycles = [], None
+    full, per_stage, layer_cycles = [], [], None
     for i in range(min(n, 20)):
         r = dev.infer(x[i], with_output=False, profile=profile_layers and i == 0)
         full.append(sum(r.stage_cycles))
+        per_stage.append(r.stage_cycles)
         layer_cycles = r.layer_cycles if r.layer_cycles is not None else layer_cycles
     summary = {
         "n": n, "target": label, "cycle_unit": info["cycle_unit"],
@@ -63,6 +64,7 @@ def run_samples(dev, x: np.ndarray, y: np.ndarray | None, label: str, progress: 
         "macs_per_inference": int(info["macs"]),
         "instructions_per_mac": float(np.mean(full) / info["macs"]) if full else None,
         "instructions_no_exit": float(np.mean(full)) if full else None,
+        "stage_instructions": np.mean(per_stage, axis=0).tolist() if per_stage else None,  # each stage, no exits
         "peak_activation_bytes": int(info["arena_bytes"]),
         "energy_uj": None,
         "board": None,

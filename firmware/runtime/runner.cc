@@ -3,15 +3,44 @@
 
 namespace tx {
 
-int32_t confidence_q15(const int8_t* logits, int32_t classes, const uint16_t* exp_lut, int32_t* predicted_class) {
+namespace {
+
+constexpr int64_t kQ15 = 32768;
+constexpr int64_t kLn2Q12 = 2839;  // round(4096 * ln 2)
+
+int32_t floor_log2(uint32_t x) { return 31 - __builtin_clz(x); }
+
+}  // namespace
+
+int32_t exit_score_q15(const ExitInfo& x, int32_t* predicted_class) {
+  const int8_t* logits = x.logits;
   int32_t top = logits[0], best = 0;
-  for (int32_t i = 1; i < classes; ++i) {
+  for (int32_t i = 1; i < x.classes; ++i) {
     if (logits[i] > top) top = logits[i], best = i;
   }
-  uint32_t sum = 0;
-  for (int32_t i = 0; i < classes; ++i) sum += exp_lut[top - logits[i]];
+  uint32_t sum = 0;  // >= 32768: LUT[0] is counted
+  for (int32_t i = 0; i < x.classes; ++i) sum += x.exp_lut[top - logits[i]];
   *predicted_class = best;
-  return static_cast<int32_t>((uint32_t{1} << 30) / sum);  // sum >= 32768: LUT[0] is counted
+  switch (x.kind) {
+    case kMargin: {
+      int32_t second = 255;  // distance from the top to the runner-up
+      for (int32_t i = 0; i < x.classes; ++i) {
+        if (i != best && top - logits[i] < second) second = top - logits[i];
+      }
+      return static_cast<int32_t>((static_cast<uint64_t>(kQ15 - x.exp_lut[second]) << 15) / sum);
+    }
+    case kEntropy: {
+      uint64_t weighted = 0;
+      for (int32_t i = 0; i < x.classes; ++i) weighted += x.entropy_lut[top - logits[i]];
+      const int32_t e = floor_log2(sum);  // >= 15
+      const int64_t ln_q12 = ((e - 15) * int64_t{4096} + x.log2_q12[(sum >> (e - 8)) & 255]) * kLn2Q12 / 4096;
+      const int64_t h_q12 = ln_q12 + static_cast<int64_t>((weighted << 8) / sum);
+      const int64_t score = kQ15 - h_q12 * kQ15 / x.ln_classes_q12;
+      return static_cast<int32_t>(score > 0 ? score : 0);
+    }
+    default:
+      return static_cast<int32_t>((uint32_t{1} << 30) / sum);
+  }
 }
 
 void infer(InferResult* r, uint32_t* layer_cycles) {
@@ -27,7 +56,7 @@ void infer(InferResult* r, uint32_t* layer_cycles) {
       const ExitInfo& x = m.exits[e];
       if (x.stage != k) continue;
       int32_t cls = 0;
-      const int32_t conf = confidence_q15(x.logits, x.classes, x.exp_lut, &cls);
+      const int32_t conf = exit_score_q15(x, &cls);
       if (x.final || conf >= x.threshold_q15) {
         r->exit_index = e;
         r->predicted_class = cls;

@@ -21,11 +21,15 @@ from tinyexit.errors import TinyexitError
 from tinyexit.tflite_graph import Graph
 
 
+POLICY_KINDS = {"max_prob": "kMaxProb", "margin": "kMargin", "entropy": "kEntropy"}  # runtime.h PolicyKind
+
+
 @dataclass
 class Stage:
     graph: Graph
     exit_output: int  # index into graph.outputs of this stage's exit logits
     ops: list = field(default_factory=list)
+    weight_bits: dict = field(default_factory=dict)  # output tensor name -> the manifest's filter width
 
 
 @dataclass
@@ -46,7 +50,9 @@ def load(path: str | Path) -> Model:
         stages = []
         for s in m["stages"]:
             exit_ = next(e for e in m["exits"] if e["stage"] == s["index"])
-            stages.append(Stage(Graph.load(mf.stage_path(m, s)), exit_["output"]))
+            bits = {layer["output"]: layer["weight_bits"] for layer in m.get("layers", [])
+                    if layer.get("stage") == s["index"] and layer.get("weight_bits")}
+            stages.append(Stage(Graph.load(mf.stage_path(m, s)), exit_["output"], weight_bits=bits))
         return Model(m["task"], hashlib.sha256(manifest_bytes).digest(), stages, m["exits"], str(path))
     if path.suffix == ".tflite":
         g = Graph.load(path)
@@ -88,7 +94,7 @@ def generate(model: Model, out_dir: Path) -> Generated:
             key_of[(0, g.inputs[0])] = (0, g.inputs[0])
             buffers[(0, g.inputs[0])] = Buffer(g.tensors[g.inputs[0]].nbytes, -1, -1)
         for i, op in enumerate(g.ops):
-            o = oplib.make(g, op, f"s{k}_l{i}")
+            o = oplib.make(g, op, f"s{k}_l{i}", stage.weight_bits.get(g.tensors[op.outputs[0]].name))
             stage.ops.append(o)
             for t in o.activations:
                 buffers[key_of[(k, t)]].use(step)
@@ -133,14 +139,22 @@ def generate(model: Model, out_dir: Path) -> Generated:
         stage_rows.append(f"{{stage_{k}, {first}, {len(stage.ops)}}}")
         first += len(stage.ops)
     exit_rows = []
+    kinds = {e["index"]: policy.kind_of(e) for e in model.exits}
+    if "entropy" in kinds.values():
+        text.append(oplib.c_array("uint16_t", "log2_q12", policy.LOG2_Q12))
     for e in model.exits:
         stage = model.stages[e["stage"]]
         logits_t = stage.graph.outputs[e["output"]]
         lut = policy.exp_lut(e["logit_scale"])
-        text.append(oplib.c_array("uint16_t", f"exit{e['index']}_lut", lut))
+        n = e["index"]
+        text.append(oplib.c_array("uint16_t", f"exit{n}_lut", lut))
         threshold = policy.NEVER if e["final"] or not e.get("policy") else int(e["policy"]["threshold_q15"])
-        exit_rows.append(f"{{{e['stage']}, {e['classes']}, {ptr(e['stage'])(logits_t)}, exit{e['index']}_lut, "
-                         f"{threshold}, {'true' if e['final'] else 'false'}}}")
+        entropy = "nullptr, nullptr, 0"
+        if kinds[n] == "entropy":
+            text.append(oplib.c_array("uint32_t", f"exit{n}_entropy_lut", policy.entropy_lut(lut)))
+            entropy = f"exit{n}_entropy_lut, log2_q12, {policy.ln_classes_q12(e['classes'])}"
+        exit_rows.append(f"{{{e['stage']}, {e['classes']}, {ptr(e['stage'])(logits_t)}, exit{n}_lut, "
+                         f"{threshold}, {'true' if e['final'] else 'false'}, {POLICY_KINDS[kinds[n]]}, {entropy}}}")
     g0 = model.stages[0].graph
     input_bytes = g0.tensors[g0.inputs[0]].nbytes
     macs = sum(o.macs for s in model.stages for o in s.ops)

@@ -8,13 +8,20 @@ namespace tx {
 
 constexpr int kMaxStages = 8;
 
+// The exit policies' Q15 scores (tinyexit/policy.py defines each; the two must agree bit for bit).
+enum PolicyKind : int32_t { kMaxProb = 0, kMargin = 1, kEntropy = 2 };
+
 struct ExitInfo {
   int32_t stage;           // the stage whose outputs hold these logits
   int32_t classes;
   const int8_t* logits;    // in the arena, valid after the stage ran
   const uint16_t* exp_lut; // LUT[d] = round(32768 * exp(-scale * d)), d = 0..255 (tinyexit/policy.py)
-  int32_t threshold_q15;   // exit when conf_q15 >= threshold; 32769 never; the final exit always takes
+  int32_t threshold_q15;   // exit when score >= threshold; 32769 never; the final exit always takes
   bool final;
+  PolicyKind kind;
+  const uint32_t* entropy_lut;  // kEntropy: NL[d] (policy.py), else null
+  const uint16_t* log2_q12;     // kEntropy: round(4096 * log2(1 + i / 256)), i = 0..255, else null
+  int32_t ln_classes_q12;       // kEntropy: round(4096 * ln(classes))
 };
 
 struct StageInfo {
@@ -45,8 +52,8 @@ struct InferResult {
   int32_t output_size;
 };
 
-// Predicted class (lowest index among ties) and Q15 confidence, exactly as tinyexit/policy.py.
-int32_t confidence_q15(const int8_t* logits, int32_t classes, const uint16_t* exp_lut, int32_t* predicted_class);
+// Predicted class (lowest index among ties) and the exit's Q15 policy score, exactly as tinyexit/policy.py.
+int32_t exit_score_q15(const ExitInfo& x, int32_t* predicted_class);
 
 // Runs stages on model().input until an exit takes the sample. layer_cycles: null or num_layers entries.
 void infer(InferResult* result, uint32_t* layer_cycles);
