@@ -78,3 +78,32 @@ def test_kernel_matches_tflite_micro(kind, tmp_path):
                 for sample, expected in zip(x, want):
                     got = dev.infer(sample).output
                     assert np.array_equal(got, expected), f"{kind} case {case} ({kernels}): {got[:8]} vs {expected[:8]}"
+
+
+def test_dsp_requantization_modes_on_qemu_m4(tmp_path):
+    """The DSP kernels' short requantizations (right and left shifts, dsp.h) on the emulated Cortex-M4 itself:
+    int8 layers shift right; layers narrowed to 2-bit weights have their scale x 127 and shift left."""
+    import re
+
+    from tests.test_subbyte import _narrowed, _single_op
+
+    rng = np.random.default_rng(11)
+    models = []
+    for kind in ("conv", "depthwise", "dense"):
+        model, shape = _single_op(kind, rng)
+        calibration = rng.normal(0, 1, (32, *shape)).astype(np.float32)
+        models.append((convert_int8(model, calibration), shape))
+        models.append(_narrowed(kind, 2, rng))
+    modes = set()
+    for i, (buf, shape) in enumerate(models):
+        path = tmp_path / f"m{i}.tflite"
+        path.write_bytes(buf)
+        fw = build(path, "qemu-m4", tmp_path / f"b{i}")
+        source = (tmp_path / f"b{i}" / "model.cc").read_text()
+        modes |= {int(m) for m in re.findall(r"DspParams \w+_dsp = \{.*, (\d)\};", source)}
+        reference = StageInterpreter(buf)
+        x = rng.integers(-128, 128, (6, *shape)).astype(np.int8)
+        with firmware("qemu-m4", fw.binary) as dev:
+            for sample in x:
+                assert np.array_equal(dev.infer(sample).output, reference(sample[None])[0].reshape(-1)), path.name
+    assert {1, 2} <= modes or {1, 3} <= modes, modes  # right shifts, and left ones (alone or mixed)

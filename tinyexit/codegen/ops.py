@@ -118,32 +118,44 @@ class Op:
 
     dsp = False  # set by check() when a DSP variant exists for this op's shapes
 
-    def fast_requant(self, w: np.ndarray, bias: np.ndarray | None, mults: list[tuple[int, int]]) -> tuple[str, str]:
-        """The DSP kernels' `fast_requant` table ([multiplier, ~shift] per channel) and the C++ expression for it,
-        where dsp.h's short requantization equals the reference for every possible input: each channel shifts
-        right (shift <= -1) and its accumulator stays below 2^30 in magnitude (|input + offset| <= 255);
-        else no table and `nullptr` (the kernels then requantize the reference way). w: [channels, products]."""
+    def fast_requant(self, w: np.ndarray, bias: np.ndarray | None, mults: list[tuple[int, int]]) -> tuple[str, str, int]:
+        """The DSP kernels' `fast_requant` table and `fast_mode` (kernels.h), as (definition, table, mode), where
+        dsp.h's short requantization equals the reference for every possible input (|input + offset| <= 255):
+        mode 1 when every channel shifts right (shift <= -1) and its accumulator stays below 2^30 in magnitude,
+        [multiplier, ~shift] per channel; mode 2 when every channel shifts left (shift >= 0) and its accumulator
+        times 2^(shift + 1) stays below 2^31, [multiplier, shift + 1]; mode 3 when channels of both kinds each
+        meet their bound, left shifts stored as ~(shift + 1); else no table (nullptr, mode 0: the kernels then
+        requantize the reference way). w: [channels, products]."""
         bound = 255 * np.abs(w.astype(np.int64)).sum(axis=1)
         if bias is not None:
             bound = bound + np.abs(bias.astype(np.int64))
-        if not (np.all(bound < (1 << 30)) and all(shift <= -1 for _, shift in mults)):
-            return "", "nullptr"
-        table = np.array([[m, ~s] for m, s in mults], np.int32).reshape(-1)
-        return c_array("int32_t", f"{self.name}_fastq", table), f"{self.name}_fastq"
+        shifts = np.array([shift for _, shift in mults])
+        right = shifts <= -1
+        safe = np.where(right, bound < (1 << 30), bound * (2.0 ** (np.maximum(shifts, 0) + 1)) < 2.0 ** 31)
+        if not np.all(safe):
+            return "", "nullptr", 0
+        if np.all(right):
+            mode, table = 1, [[m, ~sh] for m, sh in mults]
+        elif not np.any(right):
+            mode, table = 2, [[m, sh + 1] for m, sh in mults]
+        else:  # both: left shifts stored as ~(shift + 1) < 0, told apart by the sign
+            mode, table = 3, [[m, ~sh if sh <= -1 else ~(sh + 1)] for m, sh in mults]
+        return (c_array("int32_t", f"{self.name}_fastq", np.array(table, np.int32).reshape(-1)),
+                f"{self.name}_fastq", mode)
 
     def gemm_dsp_definitions(self, w: np.ndarray, bias: Tensor | None, mults, grouped: bool) -> str:
         """GemmDspParams for CONV_2D and FULLY_CONNECTED; w: int8 [channels, products]."""
         words, k_padded = gemm_filter(w, grouped)
-        table, fast = self.fast_requant(w, bias.data if bias is not None else None, mults)
+        table, fast, mode = self.fast_requant(w, bias.data if bias is not None else None, mults)
         n = self.name
         if self.bits < 8:
             return (c_array("uint32_t", f"{n}_filter4", pack_pair_words(words, self.bits)) +
                     c_array("int32_t", f"{n}_bias32", padded_bias(bias, w.shape[0])) + table +
                     f"static const GemmPackedDspParams {n}_dsp = {{{w.shape[1]}, {k_padded}, {str(grouped).lower()}, "
-                    f"{self.bits}, {fast}, {n}_filter4, {n}_bias32}};\n")
+                    f"{self.bits}, {fast}, {n}_filter4, {n}_bias32, {mode}}};\n")
         return (c_array("uint32_t", f"{n}_filter16", words) + c_array("int32_t", f"{n}_bias32", padded_bias(bias, w.shape[0])) +
                 table + f"static const GemmDspParams {n}_dsp = {{{w.shape[1]}, {k_padded}, {str(grouped).lower()}, "
-                f"{fast}, {n}_filter16, {n}_bias32}};\n")
+                f"{fast}, {n}_filter16, {n}_bias32, {mode}}};\n")
 
 
 GROUP_ORDER = [0, 2, 1, 3]  # SXTB16 widens bytes 0, 2 into one word and 1, 3 into the next
@@ -305,7 +317,7 @@ class DepthwiseConvOp(ConvOp):
             raise TinyexitError(f"{self.graph.source}: {self.op.op} bias '{bias.name}' overflows when folded")
         groups = taps.reshape(kh * kw, c // 4, 4)[:, :, GROUP_ORDER].transpose(1, 0, 2)  # [group][tap][4]
         widened = np.ascontiguousarray(groups).astype("<i2").reshape(-1).view("<u4")
-        table, fast = self.fast_requant(taps.T, b, mults)
+        table, fast, mode = self.fast_requant(taps.T, b, mults)
         n = self.name
         if self.bits < 8:
             taps_per_word = 8 // self.bits
@@ -316,11 +328,11 @@ class DepthwiseConvOp(ConvOp):
                     c_array("int32_t", f"{n}_bias32", folded.astype(np.int32)) +
                     c_array("int8_t", f"{n}_padding", np.full(c, zp_in, np.int8)) + table +
                     f"static const DepthwisePackedDspParams {n}_dsp = {{{self.bits}, {fast}, {n}_filter4, {n}_bias32, "
-                    f"{n}_padding}};\n")
+                    f"{n}_padding, {mode}}};\n")
         return (c_array("uint32_t", f"{n}_filter16", widened) +
                 c_array("int32_t", f"{n}_bias32", folded.astype(np.int32)) +
                 c_array("int8_t", f"{n}_padding", np.full(c, zp_in, np.int8)) + table +
-                f"static const DepthwiseDspParams {n}_dsp = {{{fast}, {n}_filter16, {n}_bias32, {n}_padding}};\n")
+                f"static const DepthwiseDspParams {n}_dsp = {{{fast}, {n}_filter16, {n}_bias32, {n}_padding, {mode}}};\n")
 
 
 class FullyConnectedOp(Op):

@@ -42,6 +42,8 @@ inline int32_t smmulr(int32_t a, int32_t b) {
   asm("smmulr %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
   return r;
 }
+// x saturated to int8, one instruction
+inline int32_t ssat8(int32_t x) { return __ssat(x, 8); }
 // x >> 1 saturated to int8, one instruction
 inline int32_t ssat8_asr1(int32_t x) {
   int32_t r;
@@ -77,10 +79,8 @@ inline int32_t smlatt(uint32_t a, uint32_t b, int32_t acc) {
 inline int32_t smmulr(int32_t a, int32_t b) {
   return static_cast<int32_t>((static_cast<int64_t>(a) * b + (int64_t{1} << 31)) >> 32);
 }
-inline int32_t ssat8_asr1(int32_t x) {
-  const int32_t v = x >> 1;
-  return v < -128 ? -128 : (v > 127 ? 127 : v);
-}
+inline int32_t ssat8(int32_t x) { return x < -128 ? -128 : (x > 127 ? 127 : x); }
+inline int32_t ssat8_asr1(int32_t x) { return ssat8(x >> 1); }
 
 #endif
 
@@ -104,6 +104,14 @@ inline int32_t requantize_fast(int32_t acc, int32_t multiplier, int32_t shift_mi
   const int32_t s = smmulr(static_cast<int32_t>(static_cast<uint32_t>(acc) << 1), multiplier);
   const int32_t t = s + (s >> 31);
   return ssat8_asr1((t >> shift_minus_1) + round_offset);
+}
+
+// The same for channels that shift left (shift >= 0): MultiplyByQuantizedMultiplier is then
+// saturating_rounding_doubling_high_mul(acc * 2^shift, m) alone, == smmulr(acc << (shift + 1), m) while
+// |acc| * 2^(shift + 1) < 2^31 (the code generator proves it). left_shift_plus_1 = shift + 1.
+inline int32_t requantize_fast_left(int32_t acc, int32_t multiplier, int32_t left_shift_plus_1,
+                                    int32_t output_offset) {
+  return ssat8(smmulr(static_cast<int32_t>(static_cast<uint32_t>(acc) << left_shift_plus_1), multiplier) + output_offset);
 }
 
 // The reference path for layers that are not provably safe for the fast one.

@@ -122,15 +122,20 @@ struct GemmDspParams {    // CONV_2D and FULLY_CONNECTED as a product of int16 m
   const uint32_t* filter; // int16 pairs (low half first): [out_c rounded up to even / 2][k_padded / 4]
                           // [2 channels][4 values], each 4 in the inputs' order
   const int32_t* bias;    // out_c rounded up to even (zeros where the model has none)
+  int32_t fast_mode;      // see DepthwiseDspParams
 };
 
 struct DepthwiseDspParams {  // depth multiplier 1, in_c % 4 == 0, kh * kw <= 64
-  // [multiplier, ~shift] per channel where dsp.h's short requantization is exact for every input (each
-  // channel shifts right and |accumulator| < 2^30, proven at generation time); nullptr: the reference one
+  // Where dsp.h's short requantizations are exact for every input (proven at generation time), per channel
+  // [multiplier, ~shift] (fast_mode 1: every channel shifts right, |accumulator| < 2^30), [multiplier,
+  // shift + 1] (fast_mode 2: every channel shifts left, |accumulator| * 2^(shift + 1) < 2^31), or either
+  // with left shifts as [multiplier, ~(shift + 1)] (fast_mode 3: both kinds, told apart by the sign);
+  // nullptr and fast_mode 0: the reference requantization
   const int32_t* fast_requant;
   const uint32_t* filter; // int16 pairs: [in_c / 4][kh * kw][c0, c2 | c1, c3]
   const int32_t* bias;    // in_c values: bias + input_offset * (sum of the channel's weights)
   const int8_t* padding;  // in_c copies of the input zero point: what taps outside the input read
+  int32_t fast_mode;      // last: the hot fields keep their offsets
 };
 
 // Sub-byte filters for the DSP kernels. Each 32-bit word holds 16 / bits of the int16-pair words the int8
@@ -147,6 +152,7 @@ struct GemmPackedDspParams {
   const int32_t* fast_requant;
   const uint32_t* filter;
   const int32_t* bias;   // out_c rounded up to even
+  int32_t fast_mode;
 };
 
 struct DepthwisePackedDspParams {  // as DepthwiseDspParams; taps padded with zero weights to a whole word
@@ -155,6 +161,7 @@ struct DepthwisePackedDspParams {  // as DepthwiseDspParams; taps padded with ze
   const uint32_t* filter;  // [in_c / 4][padded taps * bits / 16]
   const int32_t* bias;
   const int8_t* padding;
+  int32_t fast_mode;
 };
 
 namespace dsp {

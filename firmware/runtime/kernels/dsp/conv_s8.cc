@@ -87,11 +87,10 @@ void gather(const ConvParams& p, const GemmDspParams& d, const int8_t* input, in
   column.zeros(d.k_padded - column.k);
 }
 
-}  // namespace
-
-void conv_s8(const ConvParams& p, const GemmDspParams& d, const int8_t* input, int8_t* output, void* scratch) {
-  uint32_t* cols = static_cast<uint32_t*>(scratch);
-  const Requantization q{p.multiplier, p.shift, p.output_offset, p.act_min, p.act_max};
+// The layer's pixels two at a time; one instantiation per requantization mode and activation.
+template <int kMode, bool kClamp>
+__attribute__((noinline)) void run(const ConvParams& p, const GemmDspParams& d, const Requantization& q,
+                                   const int8_t* input, int8_t* output, uint32_t* cols) {
   const int32_t out_h = p.output.h, out_w = p.output.w, out_c = p.output.c;
   const int32_t pixels = p.output.n * out_h * out_w;
   for (int32_t first = 0; first < pixels; first += 2) {
@@ -101,8 +100,17 @@ void conv_s8(const ConvParams& p, const GemmDspParams& d, const int8_t* input, i
       gather(p, d, input, i / (out_h * out_w), (i / out_w) % out_h, i % out_w, cols, slot);
     }
     int8_t* out = output + first * out_c;
-    gemm_pair(d, q, out_c, cols, out, pair ? out + out_c : nullptr);
+    gemm_pair<kMode, kClamp>(d, q, out_c, cols, out, pair ? out + out_c : nullptr);
   }
+}
+
+}  // namespace
+
+void conv_s8(const ConvParams& p, const GemmDspParams& d, const int8_t* input, int8_t* output, void* scratch) {
+  const Requantization q{p.multiplier, p.shift, p.output_offset, p.act_min, p.act_max};
+  with_requantizer(d.fast_mode, q, [&](auto mode, auto clamp) {
+    run<decltype(mode)::value, decltype(clamp)::value>(p, d, q, input, output, static_cast<uint32_t*>(scratch));
+  });
 }
 
 }  // namespace tx::dsp

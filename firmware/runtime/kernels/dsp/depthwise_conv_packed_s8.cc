@@ -22,13 +22,13 @@ inline void tap(const int8_t* in, uint32_t packed, int32_t shift, int32_t (&acc)
   acc[3] = smlatt(odd, w_odd, acc[3]);
 }
 
-template <int32_t kBits, bool kFast, bool kClamp>
+template <int32_t kBits, int kMode, bool kClamp>
 __attribute__((noinline)) void pixel(const DepthwisePackedDspParams& d, const Requantization& q,
                                      const int8_t* const* tap_inputs, int32_t count, int32_t channels,
                                      int8_t* out) {
   constexpr int32_t kTapsPerWord = 16 / (2 * kBits);
   constexpr int32_t kScale = 16 - kBits;
-  const Requantizer<kFast, kClamp> requantize(q, d.fast_requant);
+  const Requantizer<kMode, kClamp> requantize(q, d.fast_requant);
   const uint32_t* w = d.filter;
   const int32_t whole = count - count % kTapsPerWord;
   for (int32_t ch = 0; ch < channels; ch += 4, out += 4) {
@@ -46,8 +46,9 @@ __attribute__((noinline)) void pixel(const DepthwisePackedDspParams& d, const Re
   }
 }
 
-template <int32_t kBits, bool kFast, bool kClamp>
-void run(const ConvParams& p, const DepthwisePackedDspParams& d, const int8_t* input, int8_t* output) {
+template <int32_t kBits, int kMode, bool kClamp>
+__attribute__((noinline)) void run(const ConvParams& p, const DepthwisePackedDspParams& d, const int8_t* input,
+                                   int8_t* output) {
   const Requantization q{p.multiplier, p.shift, p.output_offset, p.act_min, p.act_max};
   const int32_t in_h = p.input.h, in_w = p.input.w, c = p.input.c;
   const int32_t count = p.filter.h * p.filter.w;
@@ -65,7 +66,7 @@ void run(const ConvParams& p, const DepthwisePackedDspParams& d, const int8_t* i
             tap_inputs[t] = inside ? input + ((b * in_h + y) * in_w + x) * c : d.padding;
           }
         }
-        pixel<kBits, kFast, kClamp>(d, q, tap_inputs, count, c, out);
+        pixel<kBits, kMode, kClamp>(d, q, tap_inputs, count, c, out);
       }
     }
   }
@@ -73,12 +74,10 @@ void run(const ConvParams& p, const DepthwisePackedDspParams& d, const int8_t* i
 
 template <int32_t kBits>
 void dispatch(const ConvParams& p, const DepthwisePackedDspParams& d, const int8_t* input, int8_t* output) {
-  const bool clamp = p.act_min > -128 || p.act_max < 127;
-  if (d.fast_requant != nullptr) {
-    clamp ? run<kBits, true, true>(p, d, input, output) : run<kBits, true, false>(p, d, input, output);
-  } else {
-    clamp ? run<kBits, false, true>(p, d, input, output) : run<kBits, false, false>(p, d, input, output);
-  }
+  const Requantization q{p.multiplier, p.shift, p.output_offset, p.act_min, p.act_max};
+  with_requantizer(d.fast_mode, q, [&](auto mode, auto clamp) {
+    run<kBits, decltype(mode)::value, decltype(clamp)::value>(p, d, input, output);
+  });
 }
 
 }  // namespace

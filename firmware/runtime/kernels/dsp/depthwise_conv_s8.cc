@@ -57,11 +57,11 @@ inline void accumulate_group(const int8_t* const* tap_inputs, int32_t count, int
 }
 
 // Every channel of one output pixel. Out of line so the compiler has the registers for the 3x3 block.
-template <int32_t kTaps, bool kFast, bool kClamp>
+template <int32_t kTaps, int kMode, bool kClamp>
 __attribute__((noinline)) void pixel(const DepthwiseDspParams& d, const Requantization& q,
                                      const int8_t* const* tap_inputs, int32_t count, int32_t channels,
                                      int8_t* out) {
-  const Requantizer<kFast, kClamp> requantize(q, d.fast_requant);
+  const Requantizer<kMode, kClamp> requantize(q, d.fast_requant);
   const uint32_t* w = d.filter;
   for (int32_t ch = 0; ch < channels; ch += 4, w += 2 * count, out += 4) {
     Acc4 acc{d.bias[ch], d.bias[ch + 1], d.bias[ch + 2], d.bias[ch + 3]};
@@ -73,8 +73,10 @@ __attribute__((noinline)) void pixel(const DepthwiseDspParams& d, const Requanti
   }
 }
 
-template <int32_t kTaps, bool kFast, bool kClamp>
-void run(const ConvParams& p, const DepthwiseDspParams& d, const int8_t* input, int8_t* output) {
+template <int32_t kTaps, int kMode, bool kClamp>
+// Out of line: inlined into the dispatch beside its siblings, the per-pixel loop gets worse registers.
+__attribute__((noinline)) void run(const ConvParams& p, const DepthwiseDspParams& d, const int8_t* input,
+                                   int8_t* output) {
   const Requantization q{p.multiplier, p.shift, p.output_offset, p.act_min, p.act_max};
   const int32_t in_h = p.input.h, in_w = p.input.w, c = p.input.c;
   const int32_t count = p.filter.h * p.filter.w;
@@ -92,19 +94,17 @@ void run(const ConvParams& p, const DepthwiseDspParams& d, const int8_t* input, 
             tap_inputs[t] = inside ? input + ((b * in_h + y) * in_w + x) * c : d.padding;
           }
         }
-        pixel<kTaps, kFast, kClamp>(d, q, tap_inputs, count, c, out);
+        pixel<kTaps, kMode, kClamp>(d, q, tap_inputs, count, c, out);
       }
     }
   }
 }
 template <int32_t kTaps>
 void dispatch(const ConvParams& p, const DepthwiseDspParams& d, const int8_t* input, int8_t* output) {
-  const bool clamp = p.act_min > -128 || p.act_max < 127;
-  if (d.fast_requant != nullptr) {
-    clamp ? run<kTaps, true, true>(p, d, input, output) : run<kTaps, true, false>(p, d, input, output);
-  } else {
-    clamp ? run<kTaps, false, true>(p, d, input, output) : run<kTaps, false, false>(p, d, input, output);
-  }
+  const Requantization q{p.multiplier, p.shift, p.output_offset, p.act_min, p.act_max};
+  with_requantizer(d.fast_mode, q, [&](auto mode, auto clamp) {
+    run<kTaps, decltype(mode)::value, decltype(clamp)::value>(p, d, input, output);
+  });
 }
 
 }  // namespace

@@ -15,19 +15,27 @@ void widen_row(const FullyConnectedParams& p, const GemmDspParams& d, const int8
   for (int32_t k = 0; k < d.k_padded; ++k) put(cols, k, slot, k < p.depth ? row[k] + p.input_offset : 0);  // rare
 }
 
-}  // namespace
-
-void fully_connected_s8(const FullyConnectedParams& p, const GemmDspParams& d, const int8_t* input,
-                        int8_t* output, void* scratch) {
-  uint32_t* cols = static_cast<uint32_t*>(scratch);
-  const Requantization q{p.multiplier, p.shift, p.output_offset, p.act_min, p.act_max};
+// The rows two at a time; one instantiation per requantization mode and activation.
+template <int kMode, bool kClamp>
+__attribute__((noinline)) void run(const FullyConnectedParams& p, const GemmDspParams& d, const Requantization& q,
+                                   const int8_t* input, int8_t* output, uint32_t* cols) {
   for (int32_t first = 0; first < p.batches; first += 2) {
     const bool pair = first + 1 < p.batches;
     widen_row(p, d, input + first * p.depth, cols, 0);
     widen_row(p, d, input + (pair ? first + 1 : first) * p.depth, cols, 1);
     int8_t* out = output + first * p.units;
-    gemm_pair(d, q, p.units, cols, out, pair ? out + p.units : nullptr);
+    gemm_pair<kMode, kClamp>(d, q, p.units, cols, out, pair ? out + p.units : nullptr);
   }
+}
+
+}  // namespace
+
+void fully_connected_s8(const FullyConnectedParams& p, const GemmDspParams& d, const int8_t* input,
+                        int8_t* output, void* scratch) {
+  const Requantization q{p.multiplier, p.shift, p.output_offset, p.act_min, p.act_max};
+  with_requantizer(d.fast_mode, q, [&](auto mode, auto clamp) {
+    run<decltype(mode)::value, decltype(clamp)::value>(p, d, q, input, output, static_cast<uint32_t*>(scratch));
+  });
 }
 
 }  // namespace tx::dsp

@@ -63,10 +63,10 @@ __attribute__((noinline)) const uint32_t* dot_pair(const uint32_t* cols, const u
 
 }  // namespace
 
-template <bool kFast, bool kClamp>
+template <int kMode, bool kClamp>
 void gemm_pair(const GemmDspParams& d, const Requantization& q, int32_t out_c, const uint32_t* cols,
                int8_t* out_a, int8_t* out_b) {
-  const Requantizer<kFast, kClamp> requantize(q, d.fast_requant);
+  const Requantizer<kMode, kClamp> requantize(q, d.fast_requant);
   const uint32_t* const cols_end = cols + d.k_padded;
   const uint32_t* w = d.filter;
   const int32_t* bias = d.bias;
@@ -88,13 +88,21 @@ void gemm_pair(const GemmDspParams& d, const Requantization& q, int32_t out_c, c
   }
 }
 
-template void gemm_pair<false, false>(const GemmDspParams&, const Requantization&, int32_t, const uint32_t*,
-                                      int8_t*, int8_t*);
-template void gemm_pair<false, true>(const GemmDspParams&, const Requantization&, int32_t, const uint32_t*,
-                                     int8_t*, int8_t*);
-template void gemm_pair<true, false>(const GemmDspParams&, const Requantization&, int32_t, const uint32_t*,
-                                     int8_t*, int8_t*);
-template void gemm_pair<true, true>(const GemmDspParams&, const Requantization&, int32_t, const uint32_t*,
+template void gemm_pair<0, false>(const GemmDspParams&, const Requantization&, int32_t, const uint32_t*,
+                                    int8_t*, int8_t*);
+template void gemm_pair<0, true>(const GemmDspParams&, const Requantization&, int32_t, const uint32_t*,
+                                    int8_t*, int8_t*);
+template void gemm_pair<1, false>(const GemmDspParams&, const Requantization&, int32_t, const uint32_t*,
+                                    int8_t*, int8_t*);
+template void gemm_pair<1, true>(const GemmDspParams&, const Requantization&, int32_t, const uint32_t*,
+                                    int8_t*, int8_t*);
+template void gemm_pair<2, false>(const GemmDspParams&, const Requantization&, int32_t, const uint32_t*,
+                                    int8_t*, int8_t*);
+template void gemm_pair<2, true>(const GemmDspParams&, const Requantization&, int32_t, const uint32_t*,
+                                    int8_t*, int8_t*);
+template void gemm_pair<3, false>(const GemmDspParams&, const Requantization&, int32_t, const uint32_t*,
+                                    int8_t*, int8_t*);
+template void gemm_pair<3, true>(const GemmDspParams&, const Requantization&, int32_t, const uint32_t*,
                                     int8_t*, int8_t*);
 
 }  // namespace tx::dsp

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "tinyexit/dsp.h"
 #include "tinyexit/kernels.h"
@@ -18,9 +19,12 @@ struct Requantization {
   int32_t output_offset, act_min, act_max;
 };
 
-template <bool kFast, bool kClamp>
+// kernels.h fast_mode: which requantization a layer's outputs take.
+constexpr int kExactRequant = 0, kRightShiftRequant = 1, kLeftShiftRequant = 2, kMixedShiftRequant = 3;
+
+template <int kMode, bool kClamp>
 struct Requantizer {
-  const int32_t* fast;  // [multiplier, ~shift] per channel (kFast)
+  const int32_t* fast;  // [multiplier, ~shift or shift + 1 or ~(shift + 1)] per channel (kMode != kExactRequant)
   const int32_t* multiplier;
   const int32_t* shift;
   int32_t output_offset, round_offset, act_min, act_max;
@@ -30,8 +34,18 @@ struct Requantizer {
         round_offset(1 + 2 * q.output_offset), act_min(q.act_min), act_max(q.act_max) {}
 
   int8_t operator()(int32_t acc, int32_t channel) const {
-    int32_t v = kFast ? requantize_fast(acc, fast[2 * channel], fast[2 * channel + 1], round_offset)
-                      : requantize_exact(acc, multiplier[channel], shift[channel], output_offset);
+    int32_t v;
+    if (kMode == kRightShiftRequant) {
+      v = requantize_fast(acc, fast[2 * channel], fast[2 * channel + 1], round_offset);
+    } else if (kMode == kLeftShiftRequant) {
+      v = requantize_fast_left(acc, fast[2 * channel], fast[2 * channel + 1], output_offset);
+    } else if (kMode == kMixedShiftRequant) {  // the sign of the second entry says which way the channel shifts
+      const int32_t code = fast[2 * channel + 1];
+      v = code >= 0 ? requantize_fast(acc, fast[2 * channel], code, round_offset)
+                    : requantize_fast_left(acc, fast[2 * channel], ~code, output_offset);
+    } else {
+      v = requantize_exact(acc, multiplier[channel], shift[channel], output_offset);
+    }
     if (kClamp) {
       v = v < act_min ? act_min : v;
       v = v > act_max ? act_max : v;
@@ -40,25 +54,30 @@ struct Requantizer {
   }
 };
 
+// Calls run(mode, clamp) with the layer's requantization mode and whether its activation clamps below
+// int8's range, each as a compile-time constant (std::integral_constant), so each kernel is instantiated
+// once per combination and the hot loops carry no branch on them.
+template <typename Run>
+inline void with_requantizer(int32_t fast_mode, const Requantization& q, Run&& run) {
+  using Exact = std::integral_constant<int, kExactRequant>;
+  using Right = std::integral_constant<int, kRightShiftRequant>;
+  using Left = std::integral_constant<int, kLeftShiftRequant>;
+  using Mixed = std::integral_constant<int, kMixedShiftRequant>;
+  const bool clamp = q.act_min > -128 || q.act_max < 127;
+  switch (fast_mode) {
+    case kRightShiftRequant: return clamp ? run(Right{}, std::true_type{}) : run(Right{}, std::false_type{});
+    case kLeftShiftRequant: return clamp ? run(Left{}, std::true_type{}) : run(Left{}, std::false_type{});
+    case kMixedShiftRequant: return clamp ? run(Mixed{}, std::true_type{}) : run(Mixed{}, std::false_type{});
+    default: return clamp ? run(Exact{}, std::true_type{}) : run(Exact{}, std::false_type{});
+  }
+}
+
 // Both pixels' outputs for every channel. cols: per group of 4 products, 2 words of pixel a then 2 words of
 // pixel b (k_padded int16 per pixel). out_b nullptr: pixel b is a copy of a (odd
 // pixel count) and its results are dropped. (gemm.cc)
-template <bool kFast, bool kClamp>
+template <int kMode, bool kClamp>
 void gemm_pair(const GemmDspParams& d, const Requantization& q, int32_t out_c, const uint32_t* cols,
                int8_t* out_a, int8_t* out_b);
-
-// The variant for the layer's requantization (fast or exact) and activation (clamped or not).
-inline void gemm_pair(const GemmDspParams& d, const Requantization& q, int32_t out_c, const uint32_t* cols,
-                      int8_t* out_a, int8_t* out_b) {
-  const bool clamp = q.act_min > -128 || q.act_max < 127;
-  if (d.fast_requant != nullptr) {
-    clamp ? gemm_pair<true, true>(d, q, out_c, cols, out_a, out_b)
-          : gemm_pair<true, false>(d, q, out_c, cols, out_a, out_b);
-  } else {
-    clamp ? gemm_pair<false, true>(d, q, out_c, cols, out_a, out_b)
-          : gemm_pair<false, false>(d, q, out_c, cols, out_a, out_b);
-  }
-}
 
 // Widens `count` int8 values (count % 4 == 0) with `offset` added into slot `pixel` (0 or 1) of the
 // interleaved column buffer, starting at group `group`; each group of 4 is stored in the order 0, 2, 1, 3.

@@ -86,11 +86,11 @@ __attribute__((noinline)) const uint32_t* dot_pair_packed(const uint32_t* cols, 
   return w;
 }
 
-template <int32_t kBits, bool kFast, bool kClamp>
+template <int32_t kBits, int kMode, bool kClamp>
 void run(const GemmPackedDspParams& d, const Requantization& q, int32_t out_c, const uint32_t* cols,
          int8_t* out_a, int8_t* out_b) {
   constexpr int32_t kScale = 16 - kBits;  // lanes hold weight * 2^kScale; the sums are exact multiples
-  const Requantizer<kFast, kClamp> requantize(q, d.fast_requant);
+  const Requantizer<kMode, kClamp> requantize(q, d.fast_requant);
   const uint32_t* const cols_end = cols + d.k_padded;
   const uint32_t* w = d.filter;
   int32_t s[4];
@@ -108,23 +108,31 @@ void run(const GemmPackedDspParams& d, const Requantization& q, int32_t out_c, c
 
 }  // namespace
 
-template <bool kFast, bool kClamp>
+template <int kMode, bool kClamp>
 void gemm_packed_pair(const GemmPackedDspParams& d, const Requantization& q, int32_t out_c, const uint32_t* cols,
                       int8_t* out_a, int8_t* out_b) {
   if (d.bits == 4) {
-    run<4, kFast, kClamp>(d, q, out_c, cols, out_a, out_b);
+    run<4, kMode, kClamp>(d, q, out_c, cols, out_a, out_b);
   } else {
-    run<2, kFast, kClamp>(d, q, out_c, cols, out_a, out_b);
+    run<2, kMode, kClamp>(d, q, out_c, cols, out_a, out_b);
   }
 }
 
-template void gemm_packed_pair<false, false>(const GemmPackedDspParams&, const Requantization&, int32_t,
-                                             const uint32_t*, int8_t*, int8_t*);
-template void gemm_packed_pair<false, true>(const GemmPackedDspParams&, const Requantization&, int32_t,
-                                            const uint32_t*, int8_t*, int8_t*);
-template void gemm_packed_pair<true, false>(const GemmPackedDspParams&, const Requantization&, int32_t,
-                                            const uint32_t*, int8_t*, int8_t*);
-template void gemm_packed_pair<true, true>(const GemmPackedDspParams&, const Requantization&, int32_t,
+template void gemm_packed_pair<0, false>(const GemmPackedDspParams&, const Requantization&, int32_t,
+                                           const uint32_t*, int8_t*, int8_t*);
+template void gemm_packed_pair<0, true>(const GemmPackedDspParams&, const Requantization&, int32_t,
+                                           const uint32_t*, int8_t*, int8_t*);
+template void gemm_packed_pair<1, false>(const GemmPackedDspParams&, const Requantization&, int32_t,
+                                           const uint32_t*, int8_t*, int8_t*);
+template void gemm_packed_pair<1, true>(const GemmPackedDspParams&, const Requantization&, int32_t,
+                                           const uint32_t*, int8_t*, int8_t*);
+template void gemm_packed_pair<2, false>(const GemmPackedDspParams&, const Requantization&, int32_t,
+                                           const uint32_t*, int8_t*, int8_t*);
+template void gemm_packed_pair<2, true>(const GemmPackedDspParams&, const Requantization&, int32_t,
+                                           const uint32_t*, int8_t*, int8_t*);
+template void gemm_packed_pair<3, false>(const GemmPackedDspParams&, const Requantization&, int32_t,
+                                           const uint32_t*, int8_t*, int8_t*);
+template void gemm_packed_pair<3, true>(const GemmPackedDspParams&, const Requantization&, int32_t,
                                            const uint32_t*, int8_t*, int8_t*);
 
 }  // namespace tx::dsp

@@ -6,20 +6,15 @@
 
 namespace tx::dsp {
 
-template <bool kFast, bool kClamp>
+template <int kMode, bool kClamp>
 void gemm_packed_pair(const GemmPackedDspParams& d, const Requantization& q, int32_t out_c, const uint32_t* cols,
                       int8_t* out_a, int8_t* out_b);
 
 inline void gemm_packed_pair(const GemmPackedDspParams& d, const Requantization& q, int32_t out_c,
                              const uint32_t* cols, int8_t* out_a, int8_t* out_b) {
-  const bool clamp = q.act_min > -128 || q.act_max < 127;
-  if (d.fast_requant != nullptr) {
-    clamp ? gemm_packed_pair<true, true>(d, q, out_c, cols, out_a, out_b)
-          : gemm_packed_pair<true, false>(d, q, out_c, cols, out_a, out_b);
-  } else {
-    clamp ? gemm_packed_pair<false, true>(d, q, out_c, cols, out_a, out_b)
-          : gemm_packed_pair<false, false>(d, q, out_c, cols, out_a, out_b);
-  }
+  with_requantizer(d.fast_mode, q, [&](auto mode, auto clamp) {
+    gemm_packed_pair<decltype(mode)::value, decltype(clamp)::value>(d, q, out_c, cols, out_a, out_b);
+  });
 }
 
 }  // namespace tx::dsp
