@@ -82,9 +82,9 @@ def test_info_and_profile(har_firmware, har_model, har_reference):
         info = dev.info()
         assert info["task"] == "har" and info["stages"] == 2 and info["exits"] == 2
         assert info["input_bytes"] == 128 * 9 and info["macs"] == m["cost"]["macs_all_stages"]
-        import hashlib
+        from tinyexit.codegen import model_hash
 
-        assert info["sha256"] == hashlib.sha256((har_model[2] / "manifest.json").read_bytes()).hexdigest()
+        assert info["sha256"] == model_hash(m).hex()
         dev.set_policy({0: NEVER})
         p = dev.infer(x[0], profile=True)
         assert len(p.layer_cycles) == info["layers"] == har_firmware.num_layers
@@ -217,9 +217,9 @@ def test_qemu_m4_is_bit_exact_and_counts_repeat(har_qemu_m4, har_reference):
             runs = [[dev.infer(x[i]) for i in idx[:5]] for _ in range(2)]
             assert [r.stage_cycles for r in runs[0]] == [r.stage_cycles for r in runs[1]]
             assert all(len(r.stage_cycles) == exit_index + 1 and min(r.stage_cycles) > 0 for r in runs[0])
-            # plain C kernels cost a few to a few tens of instructions per MAC; garbage counts would not
+            # SMLAD does 2 MACs per instruction (0.5 per MAC at best), plain C costs tens; garbage counts would not
             per_mac = np.mean([sum(r.stage_cycles) for r in runs[0]]) / m["cost"]["macs_to_exit"][exit_index]
-            assert 2 < per_mac < 60, per_mac
+            assert 0.5 < per_mac < 60, per_mac
             got = np.stack([dev.infer(x[i]).output for i in idx])
             assert np.array_equal(got, logits[exit_index][idx])
 

@@ -107,3 +107,32 @@ def test_dsp_requantization_modes_on_qemu_m4(tmp_path):
             for sample in x:
                 assert np.array_equal(dev.infer(sample).output, reference(sample[None])[0].reshape(-1)), path.name
     assert {1, 2} <= modes or {1, 3} <= modes, modes  # right shifts, and left ones (alone or mixed)
+
+
+@pytest.mark.parametrize("target", ["host", "qemu-m4"])
+def test_dsp_gemm_layouts_match_tflite_micro(target, tmp_path):
+    """The DSP GEMM's column layouts (dsp/column.h) in one chain of layers, on the host (instructions emulated)
+    and on the emulated Cortex-M4 (the assembly): a first layer on 3 channels whose filter rows are not whole
+    words, a dilated filter on 5 channels (one run per tap), 1x1 on 6 channels, a 1-channel 10x4 filter
+    (KWS's first layer) and a dense layer on a vector that is not whole words, each with border pixels; the
+    last word of each run reads past it (zero weights)."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(5)
+    inp = keras.Input((17, 15, 3))
+    x = layers.Conv2D(5, 3, strides=2, padding="same", activation="relu")(inp)
+    x = layers.Conv2D(6, 3, dilation_rate=2, padding="same")(x)
+    x = layers.Conv2D(1, 1, activation="relu")(x)
+    x = layers.Conv2D(4, (4, 3), padding="same")(x)
+    out = layers.Dense(7)(layers.Flatten()(layers.Conv2D(3, 1, strides=3)(x)))
+    rng = np.random.default_rng(3)
+    buf = convert_int8(keras.Model(inp, out), rng.normal(0, 1, (32, 17, 15, 3)).astype(np.float32))
+    path = tmp_path / "chain.tflite"
+    path.write_bytes(buf)
+    reference = StageInterpreter(buf)
+    fw = build(path, target, tmp_path / "b", kernels="dsp")
+    assert "_dsp = {" in (tmp_path / "b" / "model.cc").read_text()
+    with firmware(target, fw.binary) as dev:
+        for sample in rng.integers(-128, 128, (8, 17, 15, 3)).astype(np.int8):
+            assert np.array_equal(dev.infer(sample).output, reference(sample[None])[0].reshape(-1))

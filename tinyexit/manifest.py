@@ -11,7 +11,8 @@ Layout (version 1):
   layers: [{stage, op, output, macs, weight_dtype, weight_bits}]: weight_bits 8, 4 or 2 (4 and 2: int8
           values in [-8, 7] / [-2, 1], which codegen packs; or TFLite's INT4 type), null without weights
   unsplit: {file, sha256}: the same network as one model (for stock TFLite Micro and checks)
-  cost:   {macs_to_exit: [...], macs_all_stages, macs_no_exit}
+  cost:   {macs_to_exit: [...], macs_all_stages, macs_no_exit, instructions (optional, written by
+          `calibrate --target`): {qemu target: {unit, samples, stage: [per stage], to_exit: [cumulative]}}}
 where tensor = {name, shape, dtype, scale, zero_point}. Stage k+1's input is stage k's features output,
 with the same scale and zero point. See tinyexit/policy.py for the exit test.
 """

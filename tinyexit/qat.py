@@ -232,7 +232,8 @@ def quantized_copy(model, bits: dict[str, int]):
 def fine_tune(model, spec, data, epochs: int = 6, batch_size: int = 64, learning_rate: float = 5e-4,
               early_exit_weight: float = 0.3, seed: int = 0, verbose: int = 2):
     """Quantization-aware fine-tuning: the usual joint loss, a small cosine-decayed rate; the grid steps are
-    re-fitted to the weights at every epoch start."""
+    re-fitted to the weights at every epoch start. Ends on the epoch with the lowest validation loss (weights
+    and grid steps as that epoch ended): the fake-quantized loss swings from epoch to epoch."""
     import keras
 
     from tinyexit.models import output_names
@@ -256,8 +257,10 @@ def fine_tune(model, spec, data, epochs: int = 6, batch_size: int = 64, learning
     train = (AugmentedBatches(data, batch_size, seed, names),) if data.train.augment is not None else (
         data.train.x, targets(data.train))
     model.fit(*train, validation_data=(data.val.x, targets(data.val)), epochs=epochs,
-              batch_size=None if len(train) == 1 else batch_size, verbose=verbose, callbacks=[RefitSteps()])
-    return model  # steps as the last epoch trained with: they define the exported grid
+              batch_size=None if len(train) == 1 else batch_size, verbose=verbose,
+              callbacks=[RefitSteps(), keras.callbacks.EarlyStopping("val_loss", patience=epochs, verbose=int(verbose > 0),
+                                                                     restore_best_weights=True)])
+    return model  # steps as the chosen epoch trained with: they define the exported grid
 
 
 def weight_tensor_bits(graph: Graph, bits: dict[str, int]) -> dict[str, int]:

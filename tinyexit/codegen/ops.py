@@ -113,10 +113,19 @@ class Op:
         if not self.dsp:
             return portable
         scratch = f", {self.scratch}" if self.scratch_bytes else ""
-        return (f"\n#if TX_DSP_KERNELS\n  dsp::{self.kernel}({n}_params, {n}_dsp, {ptr(self.op.inputs[0])}, "
+        return (f"\n#if TX_DSP_KERNELS\n  dsp::{self.kernel}{self.dsp_template}({n}_params, {n}_dsp, {ptr(self.op.inputs[0])}, "
                 f"{ptr(self.outputs[0])}{scratch});\n#else\n  {portable}\n#endif")
 
     dsp = False  # set by check() when a DSP variant exists for this op's shapes
+    dsp_template = ""  # the sub-byte DSP kernels' template arguments (packed_template)
+
+    def packed_template(self, mode: int, taps: int | None = None) -> str:
+        """Template arguments of the sub-byte DSP kernel this layer calls (kernels.h): bits, [unrolled taps,]
+        fast_mode, whether the activation clamps below int8's range (as gemm.h's with_requantizer decides)."""
+        out = self.t(self.outputs[0])
+        lo, hi = activation_range(self.op.options.fusedActivationFunction, _scale(out), _zp(out))
+        args = [self.bits] + ([taps] if taps is not None else []) + [mode, "true" if lo > -128 or hi < 127 else "false"]
+        return "<" + ", ".join(map(str, args)) + ">"
 
     def fast_requant(self, w: np.ndarray, bias: np.ndarray | None, mults: list[tuple[int, int]]) -> tuple[str, str, int]:
         """The DSP kernels' `fast_requant` table and `fast_mode` (kernels.h), as (definition, table, mode), where
@@ -143,34 +152,44 @@ class Op:
         return (c_array("int32_t", f"{self.name}_fastq", np.array(table, np.int32).reshape(-1)),
                 f"{self.name}_fastq", mode)
 
-    def gemm_dsp_definitions(self, w: np.ndarray, bias: Tensor | None, mults, grouped: bool) -> str:
-        """GemmDspParams for CONV_2D and FULLY_CONNECTED; w: int8 [channels, products]."""
-        words, k_padded = gemm_filter(w, grouped)
+    def gemm_dsp_definitions(self, w: np.ndarray, bias: Tensor | None, mults, run_bytes: int) -> str:
+        """GemmDspParams for CONV_2D and FULLY_CONNECTED; w: int8 [channels, products]; run_bytes: see
+        gemm_filter."""
+        words, k_padded = gemm_filter(w, run_bytes)
         table, fast, mode = self.fast_requant(w, bias.data if bias is not None else None, mults)
         n = self.name
         if self.bits < 8:
+            self.dsp_template = self.packed_template(mode)
             return (c_array("uint32_t", f"{n}_filter4", pack_pair_words(words, self.bits)) +
-                    c_array("int32_t", f"{n}_bias32", padded_bias(bias, w.shape[0])) + table +
-                    f"static const GemmPackedDspParams {n}_dsp = {{{w.shape[1]}, {k_padded}, {str(grouped).lower()}, "
+                    c_array("int32_t", f"{n}_bias32", padded_bias(bias, w.shape[0]) << (16 - self.bits)) + table +
+                    f"static const GemmPackedDspParams {n}_dsp = {{{w.shape[1]}, {k_padded}, "
                     f"{self.bits}, {fast}, {n}_filter4, {n}_bias32, {mode}}};\n")
         return (c_array("uint32_t", f"{n}_filter16", words) + c_array("int32_t", f"{n}_bias32", padded_bias(bias, w.shape[0])) +
-                table + f"static const GemmDspParams {n}_dsp = {{{w.shape[1]}, {k_padded}, {str(grouped).lower()}, "
+                table + f"static const GemmDspParams {n}_dsp = {{{w.shape[1]}, {k_padded}, "
                 f"{fast}, {n}_filter16, {n}_bias32, {mode}}};\n")
 
 
 GROUP_ORDER = [0, 2, 1, 3]  # SXTB16 widens bytes 0, 2 into one word and 1, 3 into the next
 
 
-def gemm_filter(w: np.ndarray, grouped: bool) -> tuple[np.ndarray, int]:
+def gemm_products(k: int, run_bytes: int) -> int:
+    """Products per output in the DSP GEMM's order: each run of run_bytes inputs padded to whole words."""
+    return k // run_bytes * (-(-run_bytes // 4) * 4)
+
+
+def gemm_filter(w: np.ndarray, run_bytes: int) -> tuple[np.ndarray, int]:
     """int8 [channels, products] -> the DSP GEMM's widened filter (kernels.h GemmDspParams) as uint32 words,
-    and k_padded."""
+    and k_padded. The products in the order the kernels gather them (dsp/column.h): runs of run_bytes inputs
+    contiguous in memory, each read as whole words (the bytes past its end get zero weights), each group of
+    4 in SXTB16's order."""
     channels, k = w.shape
-    k_padded = -(-k // 8) * 8
-    w = w.astype(np.int16)
-    if grouped:
-        w = w.reshape(channels, k // 4, 4)[:, :, GROUP_ORDER].reshape(channels, k)
+    runs, run_words = k // run_bytes, -(-run_bytes // 4)
+    k_padded = -(-gemm_products(k, run_bytes) // 8) * 8
+    logical = np.zeros((channels, runs, run_words * 4), np.int16)
+    logical[:, :, :run_bytes] = w.astype(np.int16).reshape(channels, runs, run_bytes)
+    logical = logical.reshape(channels, -1, 4)[:, :, GROUP_ORDER].reshape(channels, -1)
     padded = np.zeros((channels + channels % 2, k_padded), np.int16)
-    padded[:channels, :k] = w
+    padded[:channels, :logical.shape[1]] = logical
     blocks = padded.reshape(-1, 2, k_padded // 4, 4).transpose(0, 2, 1, 3)  # [pair][group][channel][4]
     return np.ascontiguousarray(blocks).astype("<i2").view("<u4").reshape(-1), k_padded
 
@@ -221,16 +240,24 @@ def pack_pair_words(words: np.ndarray, bits: int) -> np.ndarray:
     return packed
 
 
-def packed_dsp_exact(w: np.ndarray, input_bound: int, bits: int) -> bool:
-    """The sub-byte DSP kernels accumulate weight * 2^(16 - bits): exact while that stays below 2^31 for every
-    possible input (|input| <= input_bound). w: [channels, products]."""
-    worst = input_bound * np.abs(w.astype(np.int64)).sum(axis=1).max(initial=0)
-    return bool(worst << (16 - bits) < (1 << 31))
+def packed_dsp_exact(w: np.ndarray, input_bound: int, bits: int, bias: np.ndarray | None = None) -> bool:
+    """The sub-byte DSP kernels accumulate (bias + the products) * 2^(16 - bits), starting from the bias so
+    scaled: exact while that stays below 2^31 for every possible input (|input| <= input_bound).
+    w: [channels, products]; bias: per channel (None: zeros)."""
+    worst = input_bound * np.abs(w.astype(np.int64)).sum(axis=1)
+    if bias is not None:
+        worst = worst + np.abs(np.asarray(bias, np.int64))
+    return bool(worst.max(initial=0) << (16 - bits) < (1 << 31))
 
 
-def gemm_scratch_bytes(k: int) -> int:
-    """The DSP GEMM's column buffer (kernels.h): two pixels' inputs widened to int16, k padded to 8."""
-    return 4 * (-(-k // 8) * 8)
+def _bias_data(op: Operator, graph: Graph) -> np.ndarray | None:
+    i = op.inputs[2] if len(op.inputs) > 2 else -1
+    return graph.tensors[i].data if i >= 0 else None
+
+
+def gemm_scratch_bytes(k: int, run_bytes: int) -> int:
+    """The DSP GEMM's column buffer (kernels.h): two pixels' inputs widened to int16, k_padded each."""
+    return 4 * (-(-gemm_products(k, run_bytes) // 8) * 8)
 
 
 def padded_bias(bias: Tensor | None, channels: int) -> np.ndarray:
@@ -280,13 +307,15 @@ class ConvOp(Op):
         if w.dtype not in ("int8", "int4") or not w.is_constant:
             raise TinyexitError(f"{self.graph.source}: {self.op.op} filter '{w.name}' is {w.dtype}; int8 expected")
         self.choose_bits(w)
-        self.dsp = self.bits == 8 or packed_dsp_exact(unpacked_values(w).reshape(w.shape[0], -1), 255, self.bits)
+        self.dsp = self.bits == 8 or packed_dsp_exact(unpacked_values(w).reshape(w.shape[0], -1), 255, self.bits,
+                                                      _bias_data(self.op, self.graph))
         k = int(np.prod(w.shape[1:]))
-        self.scratch_bytes = gemm_scratch_bytes(k) if self.dsp else 0
+        # the inputs contiguous in memory: a filter row, or one tap when the filter is dilated horizontally
+        self.run_bytes = w.shape[3] * (w.shape[2] if (getattr(self.op.options, "dilationWFactor", 1) or 1) == 1 else 1)
+        self.scratch_bytes = gemm_scratch_bytes(k, self.run_bytes) if self.dsp else 0
 
     def dsp_definitions(self, w: Tensor, bias: Tensor | None, mults) -> str:
-        return self.gemm_dsp_definitions(unpacked_values(w).reshape(w.shape[0], -1), bias, mults,
-                                         grouped=w.shape[3] % 4 == 0)
+        return self.gemm_dsp_definitions(unpacked_values(w).reshape(w.shape[0], -1), bias, mults, self.run_bytes)
 
     def call(self, ptr) -> str:
         return self.weighted_call(ptr)
@@ -305,14 +334,21 @@ class DepthwiseConvOp(ConvOp):
         self.dsp = (inp.shape[3] % 4 == 0 and w.shape[3] == inp.shape[3] and dm == 1
                     and w.shape[1] * w.shape[2] <= 64)  # else: the portable kernel
         if self.dsp and self.bits < 8:  # inputs are raw int8 here: the offset is folded into the bias
-            self.dsp = packed_dsp_exact(unpacked_values(w).reshape(-1, w.shape[3]).T, 128, self.bits)
+            taps = unpacked_values(w).reshape(-1, w.shape[3])
+            self.dsp = packed_dsp_exact(taps.T, 128, self.bits, self.folded_bias(taps))
+
+    def folded_bias(self, taps: np.ndarray) -> np.ndarray:
+        """bias + input_offset * (sum of the channel's weights); taps: [kh * kw, channels]."""
+        bias = _bias_data(self.op, self.graph)
+        b = np.zeros(taps.shape[1], np.int64) if bias is None else bias.astype(np.int64)
+        return b - _zp(self.t(self.op.inputs[0])) * taps.astype(np.int64).sum(axis=0)  # input_offset = -zero point
 
     def dsp_definitions(self, w: Tensor, bias: Tensor | None, mults) -> str:
         _, kh, kw, c = w.shape
         taps = unpacked_values(w).reshape(kh * kw, c).astype(np.int64)
         zp_in = _zp(self.t(self.op.inputs[0]))
         b = np.zeros(c, np.int64) if bias is None else bias.data.astype(np.int64)
-        folded = b - zp_in * taps.sum(axis=0)  # input_offset = -zero point
+        folded = self.folded_bias(taps)
         if np.any(np.abs(folded) >= (1 << 31)):
             raise TinyexitError(f"{self.graph.source}: {self.op.op} bias '{bias.name}' overflows when folded")
         groups = taps.reshape(kh * kw, c // 4, 4)[:, :, GROUP_ORDER].transpose(1, 0, 2)  # [group][tap][4]
@@ -324,8 +360,9 @@ class DepthwiseConvOp(ConvOp):
             padded = np.zeros((c // 4, -(-kh * kw // taps_per_word) * taps_per_word, 4), np.int64)
             padded[:, :kh * kw] = groups
             words = np.ascontiguousarray(padded).astype("<i2").reshape(-1).view("<u4")
+            self.dsp_template = self.packed_template(mode, kh * kw if kh * kw in (3, 5, 9) else 0)
             return (c_array("uint32_t", f"{n}_filter4", pack_pair_words(words, self.bits)) +
-                    c_array("int32_t", f"{n}_bias32", folded.astype(np.int32)) +
+                    c_array("int32_t", f"{n}_bias32", (folded << (16 - self.bits)).astype(np.int32)) +
                     c_array("int8_t", f"{n}_padding", np.full(c, zp_in, np.int8)) + table +
                     f"static const DepthwisePackedDspParams {n}_dsp = {{{self.bits}, {fast}, {n}_filter4, {n}_bias32, "
                     f"{n}_padding, {mode}}};\n")
@@ -345,8 +382,8 @@ class FullyConnectedOp(Op):
         if w.zero_point is not None and np.any(w.zero_point != 0):
             raise TinyexitError(f"{self.graph.source}: FULLY_CONNECTED weights '{w.name}' have a non-zero zero point")
         self.choose_bits(w)
-        self.dsp = self.bits == 8 or packed_dsp_exact(unpacked_values(w), 255, self.bits)
-        self.scratch_bytes = gemm_scratch_bytes(w.shape[1]) if self.dsp else 0
+        self.dsp = self.bits == 8 or packed_dsp_exact(unpacked_values(w), 255, self.bits, _bias_data(self.op, self.graph))
+        self.scratch_bytes = gemm_scratch_bytes(w.shape[1], w.shape[1]) if self.dsp else 0
 
     def definitions(self) -> str:
         inp, w, out = self.t(self.op.inputs[0]), self.t(self.op.inputs[1]), self.t(self.op.outputs[0])
@@ -361,8 +398,7 @@ class FullyConnectedOp(Op):
         text += (f"static const FullyConnectedParams {n}_params = {{{batches}, {depth}, {units}, {-_zp(inp)}, "
                  f"{_zp(out)}, {lo}, {hi}, {n}_mult, {n}_shift}};\n")
         if self.dsp:
-            text += "#if TX_DSP_KERNELS\n" + self.gemm_dsp_definitions(unpacked_values(w), bias, mults,
-                                                                        grouped=depth % 4 == 0) + "#endif\n"
+            text += "#if TX_DSP_KERNELS\n" + self.gemm_dsp_definitions(unpacked_values(w), bias, mults, depth) + "#endif\n"
         return text
 
     def call(self, ptr) -> str:

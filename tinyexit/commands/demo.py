@@ -87,7 +87,10 @@ def run(args) -> int:
                       args.agreement_samples, int8_report=int8, extra={**extra, "qat_epochs": args.qat_epochs})
         print(f"mixed: {r['weight_bytes']:,} weight bytes (int8 {r['int8_weight_bytes']:,}), early-exit accuracy "
               f"{r['int8_early_exit_accuracy']:.2%} (int8 {r['all8_early_exit_accuracy']:.2%}), qemu-m4 instructions "
-              f"{r['instructions_mean']:,.0f} (int8 {r['all8_instructions_mean']:,.0f}); plot {out}/bits_pareto.png")
+              f"{r['instructions_mean']:,.0f} (int8 {r['all8_instructions_mean']:,.0f}), every exit off "
+              f"{r['instructions_all_stages']:,.0f} (int8 {r['all8_instructions_all_stages']:,.0f}); firmware .text+.rodata "
+              f"{r['firmware_text_rodata_bytes'] or 0:,} B (int8 {r['all8_firmware_text_rodata_bytes'] or 0:,} B); "
+              f"plot {out}/bits_pareto.png")
         return 0
     pipeline.finish(model, spec, ds, out, args.budget_pp, args.seed, args.agreement_samples, clock,
                     firmware_samples=args.firmware_samples, extra=extra)

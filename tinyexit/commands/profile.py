@@ -62,11 +62,13 @@ def run(args) -> int:
             raise TinyexitError("the host build counts nanoseconds, not cycles: --board does not apply")
         if board is None and info["port"] in boards.names():
             board = boards.load(info["port"])
-        result, summary = run_samples(dev, x, y, info["port"], profile_layers=True)
-        # put the model's own exit policy back: a board keeps SET_POLICY until reset
+        # the manifest's thresholds (they may be newer than the flashed ones: the hash leaves them out)
         restore = {e["index"]: (NEVER if not e.get("policy") else int(e["policy"]["threshold_q15"]))
                    for e in model.exits if not e["final"]}
         if restore:
+            dev.set_policy(restore)
+        result, summary = run_samples(dev, x, y, info["port"], profile_layers=True)
+        if restore:  # and back after the no-exit runs: a board keeps SET_POLICY until reset
             dev.set_policy(restore)
     finally:
         link.close()

@@ -117,7 +117,8 @@ def _windows(source: _Source) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                 subjects.append(user)
     if not xs:
         raise TinyexitError(f"{source.path}: no windows of the six basic activities found")
-    return np.stack(xs), np.asarray(ys, np.int64), np.asarray(subjects, np.int64)
+    # C order, as a cached copy loads: float32 statistics over another layout sum in another order
+    return np.ascontiguousarray(np.stack(xs)), np.asarray(ys, np.int64), np.asarray(subjects, np.int64)
 
 
 def _cache_key(path: Path) -> str:

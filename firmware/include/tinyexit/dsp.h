@@ -44,6 +44,18 @@ inline int32_t smmulr(int32_t a, int32_t b) {
 }
 // x saturated to int8, one instruction
 inline int32_t ssat8(int32_t x) { return __ssat(x, 8); }
+// Each signed byte of x clamped to [the same byte of lo4, the same byte of hi4]: SSUB8 sets the GE flags
+// SEL reads, so each pair stays in one asm statement.
+inline uint32_t max_s8x4(uint32_t x, uint32_t lo4) {
+  uint32_t r, t;
+  asm("ssub8 %1, %2, %3\n\tsel %0, %2, %3" : "=r"(r), "=&r"(t) : "r"(x), "r"(lo4));
+  return r;
+}
+inline uint32_t min_s8x4(uint32_t x, uint32_t hi4) {
+  uint32_t r, t;
+  asm("ssub8 %1, %3, %2\n\tsel %0, %2, %3" : "=r"(r), "=&r"(t) : "r"(x), "r"(hi4));
+  return r;
+}
 // x >> 1 saturated to int8, one instruction
 inline int32_t ssat8_asr1(int32_t x) {
   int32_t r;
@@ -81,14 +93,51 @@ inline int32_t smmulr(int32_t a, int32_t b) {
 }
 inline int32_t ssat8(int32_t x) { return x < -128 ? -128 : (x > 127 ? 127 : x); }
 inline int32_t ssat8_asr1(int32_t x) { return ssat8(x >> 1); }
+inline int32_t byte_s8(uint32_t x, int i) { return static_cast<int8_t>((x >> (8 * i)) & 0xFF); }
+inline uint32_t max_s8x4(uint32_t x, uint32_t lo4) {
+  uint32_t r = 0;
+  for (int i = 0; i < 4; ++i) {
+    const int32_t v = byte_s8(x, i) >= byte_s8(lo4, i) ? byte_s8(x, i) : byte_s8(lo4, i);
+    r |= (static_cast<uint32_t>(v) & 0xFF) << (8 * i);
+  }
+  return r;
+}
+inline uint32_t min_s8x4(uint32_t x, uint32_t hi4) {
+  uint32_t r = 0;
+  for (int i = 0; i < 4; ++i) {
+    const int32_t v = byte_s8(hi4, i) >= byte_s8(x, i) ? byte_s8(x, i) : byte_s8(hi4, i);
+    r |= (static_cast<uint32_t>(v) & 0xFF) << (8 * i);
+  }
+  return r;
+}
 
 #endif
+
+// Four int8 values (each already in range) as the bytes of one word, v0 lowest: 3 BFIs on Arm (GCC
+// makes 8 instructions of the shifts and masks).
+inline uint32_t pack_s8x4(int32_t v0, int32_t v1, int32_t v2, int32_t v3) {
+#if defined(__ARM_ARCH_7EM__) || defined(__ARM_ARCH_8M_MAIN__) || defined(__ARM_ARCH_8_1M_MAIN__)
+  uint32_t r = static_cast<uint32_t>(v0);
+  asm("bfi %0, %1, #8, #8\n\tbfi %0, %2, #16, #8\n\tbfi %0, %3, #24, #8" : "+&r"(r) : "r"(v1), "r"(v2), "r"(v3));
+  return r;
+#else
+  return (static_cast<uint32_t>(v0) & 0xFF) | ((static_cast<uint32_t>(v1) & 0xFF) << 8) |
+         ((static_cast<uint32_t>(v2) & 0xFF) << 16) | (static_cast<uint32_t>(v3) << 24);
+#endif
+}
+inline uint32_t splat_s8x4(int32_t v) { return (static_cast<uint32_t>(v) & 0xFF) * 0x01010101u; }
 
 // Loads 4 bytes / 2 words from word-aligned memory without breaking strict aliasing.
 inline uint32_t load32(const void* p) {
   uint32_t v;
   __builtin_memcpy(&v, p, 4);
   return v;
+}
+inline void store32(void* p, uint32_t v) { __builtin_memcpy(p, &v, 4); }
+// The low 2 bytes of v (STRH; Cortex-M allows it unaligned).
+inline void store16(void* p, uint32_t v) {
+  const uint16_t h = static_cast<uint16_t>(v);
+  __builtin_memcpy(p, &h, 2);
 }
 
 // TFLite's MultiplyByQuantizedMultiplier + output offset + int8 saturation, in 6 instructions, for the cases

@@ -117,10 +117,9 @@ void fully_connected_packed_s8(const FullyConnectedParams& p, const int8_t* inpu
 struct GemmDspParams {    // CONV_2D and FULLY_CONNECTED as a product of int16 matrices
   int32_t k;              // products per output: kh * kw * in_c (conv) or depth (fully connected)
   int32_t k_padded;       // k rounded up to a multiple of 8 (the inner loop takes 8 at a time)
-  bool grouped;           // in_c % 4 == 0: inputs are widened 4 at a time, stored in the order 0, 2, 1, 3
   const int32_t* fast_requant;  // see DepthwiseDspParams
   const uint32_t* filter; // int16 pairs (low half first): [out_c rounded up to even / 2][k_padded / 4]
-                          // [2 channels][4 values], each 4 in the inputs' order
+                          // [2 channels][4 values], in the order of dsp/column.h
   const int32_t* bias;    // out_c rounded up to even (zeros where the model has none)
   int32_t fast_mode;      // see DepthwiseDspParams
 };
@@ -142,16 +141,15 @@ struct DepthwiseDspParams {  // depth multiplier 1, in_c % 4 == 0, kh * kw <= 64
 // layout above would hold (GemmDspParams::filter, DepthwiseDspParams::filter, in that order): pair-word j
 // has its low half in field 16 / bits - 1 - j and its high half in field 32 / bits - 1 - j (fields of
 // `bits` bits, field 0 lowest). `(word << (bits * j)) & mask` (mask 0xF000F000 or 0xC000C000) is then
-// pair-word j times 2^(16 - bits) in one instruction, and the accumulators are shifted back exactly:
-// the code generator proves 2^(16 - bits) * (largest |accumulator|) < 2^31 (else it emits the portable
-// packed kernel).
+// pair-word j times 2^(16 - bits) in one instruction; the accumulators start at the bias times 2^(16 - bits)
+// and are shifted back exactly: the code generator proves 2^(16 - bits) * (largest |accumulator|) < 2^31
+// (else it emits the portable packed kernel).
 struct GemmPackedDspParams {
   int32_t k, k_padded;  // as GemmDspParams
-  bool grouped;
   int32_t bits;          // 4: 2 words per channel pair and 8 products; 2: 1 word
   const int32_t* fast_requant;
   const uint32_t* filter;
-  const int32_t* bias;   // out_c rounded up to even
+  const int32_t* bias;   // out_c rounded up to even, times 2^(16 - bits)
   int32_t fast_mode;
 };
 
@@ -159,16 +157,22 @@ struct DepthwisePackedDspParams {  // as DepthwiseDspParams; taps padded with ze
   int32_t bits;          // 4: one word per 2 taps and 4 channels; 2: per 4 taps
   const int32_t* fast_requant;
   const uint32_t* filter;  // [in_c / 4][padded taps * bits / 16]
-  const int32_t* bias;
+  const int32_t* bias;     // as DepthwiseDspParams, times 2^(16 - bits)
   const int8_t* padding;
   int32_t fast_mode;
 };
 
 namespace dsp {
+// The sub-byte kernels are templates on what the code generator knows (weight bits, fast_mode, whether the
+// activation clamps below int8's range, unrolled tap count 3, 5, 9 or 0 for any): a firmware links only the
+// variants its model calls. (The params' bits and fast_mode fields repeat the template arguments.)
+template <int32_t kBits, int kMode, bool kClamp>
 void conv_packed_s8(const ConvParams& p, const GemmPackedDspParams& d, const int8_t* input, int8_t* output,
                     void* scratch);
+template <int32_t kBits, int kMode, bool kClamp>
 void fully_connected_packed_s8(const FullyConnectedParams& p, const GemmPackedDspParams& d, const int8_t* input,
                                int8_t* output, void* scratch);
+template <int32_t kBits, int32_t kTaps, int kMode, bool kClamp>
 void depthwise_conv_packed_s8(const ConvParams& p, const DepthwisePackedDspParams& d, const int8_t* input,
                               int8_t* output);
 // scratch: 4 * k_padded bytes, 4-byte aligned (two pixels' widened inputs; sized by the code generator)

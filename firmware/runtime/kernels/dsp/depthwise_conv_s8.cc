@@ -16,18 +16,19 @@ struct Acc4 {
 };
 
 // Adds the products of one group of 4 channels over all taps (kTaps: a compile-time count, 0 = `count`).
+// Tap t's 4 inputs are at group_base + offsets[t].
 template <int32_t kTaps>
-inline void accumulate_group(const int8_t* const* tap_inputs, int32_t count, int32_t ch, const uint32_t* w,
+inline void accumulate_group(intptr_t group_base, const intptr_t* offsets, int32_t count, const uint32_t* w,
                              Acc4& acc) {
 #if defined(__ARM_FEATURE_DSP) && defined(__thumb2__)
   if (kTaps == 9) {
     // 3x3 written out: 9 instructions per tap and 4 channels, no loop.
     uint32_t v, even, w0, w1;
-    const int8_t* const* tp = tap_inputs;
+    const intptr_t* tp = offsets;  // 4-byte entries on Arm
     asm volatile(
         ".rept 9\n"
         "ldr %[v], [%[tp]], #4\n"
-        "ldr %[v], [%[v], %[ch]]\n"
+        "ldr %[v], [%[base], %[v]]\n"
         "ldrd %[w0], %[w1], [%[w]], #8\n"
         "sxtb16 %[even], %[v]\n"
         "sxtb16 %[v], %[v], ror #8\n"
@@ -38,7 +39,7 @@ inline void accumulate_group(const int8_t* const* tap_inputs, int32_t count, int
         ".endr\n"
         : [a0] "+r"(acc.c0), [a1] "+r"(acc.c1), [a2] "+r"(acc.c2), [a3] "+r"(acc.c3), [v] "=&r"(v),
           [even] "=&r"(even), [w0] "=&r"(w0), [w1] "=&r"(w1), [tp] "+r"(tp), [w] "+r"(w)
-        : [ch] "r"(ch)
+        : [base] "r"(group_base)
         : "memory");
     return;
   }
@@ -46,7 +47,7 @@ inline void accumulate_group(const int8_t* const* tap_inputs, int32_t count, int
   int32_t a0 = acc.c0, a1 = acc.c1, a2 = acc.c2, a3 = acc.c3;
   const int32_t n = kTaps ? kTaps : count;
   for (int32_t t = 0; t < n; ++t, w += 2) {
-    const uint32_t v = load32(tap_inputs[t] + ch);
+    const uint32_t v = load32(reinterpret_cast<const int8_t*>(group_base + offsets[t]));
     const uint32_t even = sxtb16(v), odd = sxtb16_ror8(v);
     a0 = smlabb(even, w[0], a0);
     a2 = smlatt(even, w[0], a2);
@@ -56,45 +57,55 @@ inline void accumulate_group(const int8_t* const* tap_inputs, int32_t count, int
   acc = {a0, a1, a2, a3};
 }
 
-// Every channel of one output pixel. Out of line so the compiler has the registers for the 3x3 block.
+// The whole layer. Each output pixel reads its taps at fixed byte offsets from its top-left tap's address
+// (computed once per layer); only pixels on the border get their own offsets, where the taps outside the
+// input point at the zero-point vector instead. Out of line: inlined into the dispatch beside its
+// siblings, the loops get worse registers.
 template <int32_t kTaps, int kMode, bool kClamp>
-__attribute__((noinline)) void pixel(const DepthwiseDspParams& d, const Requantization& q,
-                                     const int8_t* const* tap_inputs, int32_t count, int32_t channels,
-                                     int8_t* out) {
-  const Requantizer<kMode, kClamp> requantize(q, d.fast_requant);
-  const uint32_t* w = d.filter;
-  for (int32_t ch = 0; ch < channels; ch += 4, w += 2 * count, out += 4) {
-    Acc4 acc{d.bias[ch], d.bias[ch + 1], d.bias[ch + 2], d.bias[ch + 3]};
-    accumulate_group<kTaps>(tap_inputs, count, ch, w, acc);
-    out[0] = requantize(acc.c0, ch);
-    out[1] = requantize(acc.c1, ch + 1);
-    out[2] = requantize(acc.c2, ch + 2);
-    out[3] = requantize(acc.c3, ch + 3);
-  }
-}
-
-template <int32_t kTaps, int kMode, bool kClamp>
-// Out of line: inlined into the dispatch beside its siblings, the per-pixel loop gets worse registers.
 __attribute__((noinline)) void run(const ConvParams& p, const DepthwiseDspParams& d, const int8_t* input,
                                    int8_t* output) {
   const Requantization q{p.multiplier, p.shift, p.output_offset, p.act_min, p.act_max};
+  const Requantizer<kMode, kClamp> requantize(q, d.fast_requant);
   const int32_t in_h = p.input.h, in_w = p.input.w, c = p.input.c;
-  const int32_t count = p.filter.h * p.filter.w;
-  const int8_t* tap_inputs[kMaxTaps];
+  const int32_t fh = p.filter.h, fw = p.filter.w, count = fh * fw;
+  intptr_t inside_offsets[kMaxTaps], border_offsets[kMaxTaps];
+  for (int32_t ky = 0, t = 0; ky < fh; ++ky) {
+    for (int32_t kx = 0; kx < fw; ++kx, ++t) inside_offsets[t] = (p.dilation_h * ky * in_w + p.dilation_w * kx) * c;
+  }
+  // the output columns whose taps are all inside the input horizontally: [ox_first, ox_end)
+  int32_t ox_first = 0, ox_end = p.output.w;
+  while (ox_first < ox_end && ox_first * p.stride_w - p.pad_w < 0) ++ox_first;
+  while (ox_end > ox_first && (ox_end - 1) * p.stride_w - p.pad_w + p.dilation_w * (fw - 1) >= in_w) --ox_end;
+  const intptr_t padding = reinterpret_cast<intptr_t>(d.padding);
   int8_t* out = output;
   for (int32_t b = 0; b < p.output.n; ++b) {
     for (int32_t oy = 0; oy < p.output.h; ++oy) {
+      const int32_t y0 = oy * p.stride_h - p.pad_h;
+      const bool rows_inside = y0 >= 0 && y0 + p.dilation_h * (fh - 1) < in_h;
       for (int32_t ox = 0; ox < p.output.w; ++ox, out += c) {
-        int32_t t = 0;
-        for (int32_t ky = 0; ky < p.filter.h; ++ky) {
-          const int32_t y = oy * p.stride_h - p.pad_h + p.dilation_h * ky;
-          for (int32_t kx = 0; kx < p.filter.w; ++kx, ++t) {
-            const int32_t x = ox * p.stride_w - p.pad_w + p.dilation_w * kx;
-            const bool inside = y >= 0 && y < in_h && x >= 0 && x < in_w;
-            tap_inputs[t] = inside ? input + ((b * in_h + y) * in_w + x) * c : d.padding;
+        const int32_t x0 = ox * p.stride_w - p.pad_w;
+        // integer arithmetic: on the border this address lies outside the input and is never read itself
+        const intptr_t base = reinterpret_cast<intptr_t>(input) + ((b * in_h + y0) * in_w + x0) * c;
+        const intptr_t* offsets = inside_offsets;
+        if (!rows_inside || ox < ox_first || ox >= ox_end) {
+          for (int32_t ky = 0, t = 0; ky < fh; ++ky) {
+            const int32_t y = y0 + p.dilation_h * ky;
+            for (int32_t kx = 0; kx < fw; ++kx, ++t) {
+              const int32_t x = x0 + p.dilation_w * kx;
+              const bool inside = y >= 0 && y < in_h && x >= 0 && x < in_w;
+              border_offsets[t] = inside ? inside_offsets[t] : padding - base;
+            }
           }
+          offsets = border_offsets;
         }
-        pixel<kTaps, kMode, kClamp>(d, q, tap_inputs, count, c, out);
+        const uint32_t* w = d.filter;
+        for (int32_t ch = 0; ch < c; ch += 4, w += 2 * count) {
+          Acc4 acc{d.bias[ch], d.bias[ch + 1], d.bias[ch + 2], d.bias[ch + 3]};
+          accumulate_group<kTaps>(base + ch, offsets, count, w, acc);
+          const uint32_t packed = pack_s8x4(requantize.unclamped(acc.c0, ch), requantize.unclamped(acc.c1, ch + 1),
+                                            requantize.unclamped(acc.c2, ch + 2), requantize.unclamped(acc.c3, ch + 3));
+          store32(out + ch, requantize.clamp4(packed));
+        }
       }
     }
   }

@@ -1,19 +1,9 @@
 // FULLY_CONNECTED, Cortex-M DSP path: the input rows are widened to int16 (offset added) two at a time and
 // multiplied against the generation-time widened weights (gemm.h).
-#include "gemm.h"
+#include "column.h"
 
 namespace tx::dsp {
 namespace {
-
-void widen_row(const FullyConnectedParams& p, const GemmDspParams& d, const int8_t* row, uint32_t* cols,
-               int32_t slot) {
-  if (d.grouped) {
-    widen_grouped(row, p.depth, offset_pair(p.input_offset), cols, 0, slot);
-    zero_groups(d.k_padded / 4 - p.depth / 4, cols, p.depth / 4, slot);
-    return;
-  }
-  for (int32_t k = 0; k < d.k_padded; ++k) put(cols, k, slot, k < p.depth ? row[k] + p.input_offset : 0);  // rare
-}
 
 // The rows two at a time; one instantiation per requantization mode and activation.
 template <int kMode, bool kClamp>
@@ -21,8 +11,8 @@ __attribute__((noinline)) void run(const FullyConnectedParams& p, const GemmDspP
                                    const int8_t* input, int8_t* output, uint32_t* cols) {
   for (int32_t first = 0; first < p.batches; first += 2) {
     const bool pair = first + 1 < p.batches;
-    widen_row(p, d, input + first * p.depth, cols, 0);
-    widen_row(p, d, input + (pair ? first + 1 : first) * p.depth, cols, 1);
+    widen_vector(input + first * p.depth, p.depth, p.input_offset, d.k_padded, cols, 0);
+    widen_vector(input + (pair ? first + 1 : first) * p.depth, p.depth, p.input_offset, d.k_padded, cols, 1);
     int8_t* out = output + first * p.units;
     gemm_pair<kMode, kClamp>(d, q, p.units, cols, out, pair ? out + p.units : nullptr);
   }

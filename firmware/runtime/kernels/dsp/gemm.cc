@@ -74,12 +74,11 @@ void gemm_pair(const GemmDspParams& d, const Requantization& q, int32_t out_c, c
   int32_t oc = 0;
   for (; oc + 1 < out_c; oc += 2, bias += 2) {
     w = dot_pair(cols, cols_end, w, bias, s);
-    out_a[oc] = requantize(s[0], oc);
-    out_a[oc + 1] = requantize(s[1], oc + 1);
-    if (out_b != nullptr) {
-      out_b[oc] = requantize(s[2], oc);
-      out_b[oc + 1] = requantize(s[3], oc + 1);
-    }
+    // both pixels' two results in one word: one clamp for the four, two halfword stores
+    const uint32_t packed = requantize.clamp4(pack_s8x4(requantize.unclamped(s[0], oc), requantize.unclamped(s[1], oc + 1),
+                                                        requantize.unclamped(s[2], oc), requantize.unclamped(s[3], oc + 1)));
+    store16(out_a + oc, packed);
+    if (out_b != nullptr) store16(out_b + oc, packed >> 16);
   }
   if (oc < out_c) {  // odd channel count: the filter's last pair is padded with a zero channel
     dot_pair(cols, cols_end, w, bias, s);

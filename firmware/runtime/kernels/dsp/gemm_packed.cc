@@ -10,12 +10,12 @@ namespace {
 template <int32_t kBits>
 constexpr uint32_t kLaneMask = kBits == 4 ? 0xF000F000u : 0xC000C000u;
 
-// sums[0..3] = the products of (pixel a, channel 0 of the pair), (a, 1), (b, 0), (b, 1), each times
-// 2^(16 - kBits); returns where the next pair's filter starts.
+// sums[0..3] = (bias + the products) of (pixel a, channel 0 of the pair), (a, 1), (b, 0), (b, 1), times
+// 2^(16 - kBits) (the bias comes so scaled); returns where the next pair's filter starts.
 template <int32_t kBits>
 __attribute__((noinline)) const uint32_t* dot_pair_packed(const uint32_t* cols, const uint32_t* cols_end,
-                                                          const uint32_t* w, int32_t* sums) {
-  int32_t a0 = 0, a1 = 0, b0 = 0, b1 = 0;
+                                                          const uint32_t* w, const int32_t* bias, int32_t* sums) {
+  int32_t a0 = bias[0], a1 = bias[1], b0 = a0, b1 = a1;
 #if defined(__ARM_FEATURE_DSP) && defined(__thumb2__)
   // 8 products per pass: two LDMs of both pixels' inputs, 2 (4-bit) or 1 (2-bit) filter words, 8 ANDs,
   // 16 SMLADs. Written out for the same reason as gemm.cc's loop.
@@ -86,53 +86,38 @@ __attribute__((noinline)) const uint32_t* dot_pair_packed(const uint32_t* cols, 
   return w;
 }
 
+}  // namespace
+
 template <int32_t kBits, int kMode, bool kClamp>
-void run(const GemmPackedDspParams& d, const Requantization& q, int32_t out_c, const uint32_t* cols,
-         int8_t* out_a, int8_t* out_b) {
-  constexpr int32_t kScale = 16 - kBits;  // lanes hold weight * 2^kScale; the sums are exact multiples
+void gemm_packed_pair(const GemmPackedDspParams& d, const Requantization& q, int32_t out_c, const uint32_t* cols,
+                      int8_t* out_a, int8_t* out_b) {
+  constexpr int32_t kScale = 16 - kBits;  // the sums are exact multiples of 2^kScale
   const Requantizer<kMode, kClamp> requantize(q, d.fast_requant);
   const uint32_t* const cols_end = cols + d.k_padded;
   const uint32_t* w = d.filter;
+  const int32_t* bias = d.bias;
   int32_t s[4];
-  for (int32_t oc = 0; oc < out_c; oc += 2) {
-    w = dot_pair_packed<kBits>(cols, cols_end, w, s);
-    const int32_t bias0 = d.bias[oc], bias1 = d.bias[oc + 1];
-    out_a[oc] = requantize((s[0] >> kScale) + bias0, oc);
-    if (out_b != nullptr) out_b[oc] = requantize((s[2] >> kScale) + bias0, oc);
-    if (oc + 1 < out_c) {  // odd channel count: the last pair's second channel is padding
-      out_a[oc + 1] = requantize((s[1] >> kScale) + bias1, oc + 1);
-      if (out_b != nullptr) out_b[oc + 1] = requantize((s[3] >> kScale) + bias1, oc + 1);
-    }
+  int32_t oc = 0;
+  for (; oc + 1 < out_c; oc += 2, bias += 2) {
+    w = dot_pair_packed<kBits>(cols, cols_end, w, bias, s);
+    // as gemm.cc: both pixels' two results in one word, one clamp, two halfword stores
+    const uint32_t packed = requantize.clamp4(
+        pack_s8x4(requantize.unclamped(s[0] >> kScale, oc), requantize.unclamped(s[1] >> kScale, oc + 1),
+                  requantize.unclamped(s[2] >> kScale, oc), requantize.unclamped(s[3] >> kScale, oc + 1)));
+    store16(out_a + oc, packed);
+    if (out_b != nullptr) store16(out_b + oc, packed >> 16);
+  }
+  if (oc < out_c) {  // odd channel count: the filter's last pair is padded with a zero channel
+    dot_pair_packed<kBits>(cols, cols_end, w, bias, s);
+    out_a[oc] = requantize(s[0] >> kScale, oc);
+    if (out_b != nullptr) out_b[oc] = requantize(s[2] >> kScale, oc);
   }
 }
 
-}  // namespace
-
-template <int kMode, bool kClamp>
-void gemm_packed_pair(const GemmPackedDspParams& d, const Requantization& q, int32_t out_c, const uint32_t* cols,
-                      int8_t* out_a, int8_t* out_b) {
-  if (d.bits == 4) {
-    run<4, kMode, kClamp>(d, q, out_c, cols, out_a, out_b);
-  } else {
-    run<2, kMode, kClamp>(d, q, out_c, cols, out_a, out_b);
-  }
-}
-
-template void gemm_packed_pair<0, false>(const GemmPackedDspParams&, const Requantization&, int32_t,
-                                           const uint32_t*, int8_t*, int8_t*);
-template void gemm_packed_pair<0, true>(const GemmPackedDspParams&, const Requantization&, int32_t,
-                                           const uint32_t*, int8_t*, int8_t*);
-template void gemm_packed_pair<1, false>(const GemmPackedDspParams&, const Requantization&, int32_t,
-                                           const uint32_t*, int8_t*, int8_t*);
-template void gemm_packed_pair<1, true>(const GemmPackedDspParams&, const Requantization&, int32_t,
-                                           const uint32_t*, int8_t*, int8_t*);
-template void gemm_packed_pair<2, false>(const GemmPackedDspParams&, const Requantization&, int32_t,
-                                           const uint32_t*, int8_t*, int8_t*);
-template void gemm_packed_pair<2, true>(const GemmPackedDspParams&, const Requantization&, int32_t,
-                                           const uint32_t*, int8_t*, int8_t*);
-template void gemm_packed_pair<3, false>(const GemmPackedDspParams&, const Requantization&, int32_t,
-                                           const uint32_t*, int8_t*, int8_t*);
-template void gemm_packed_pair<3, true>(const GemmPackedDspParams&, const Requantization&, int32_t,
-                                           const uint32_t*, int8_t*, int8_t*);
+#define TX_INSTANTIATE(B, M, C)                                                                           \
+  template void gemm_packed_pair<B, M, C>(const GemmPackedDspParams&, const Requantization&, int32_t,          \
+                                          const uint32_t*, int8_t*, int8_t*);
+TX_PACKED_VARIANTS(TX_INSTANTIATE)
+#undef TX_INSTANTIATE
 
 }  // namespace tx::dsp
