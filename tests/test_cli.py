@@ -95,3 +95,5 @@ def test_bad_inputs_give_one_clear_error(tmp_path, har_model):
     (tmp_path / "model" / "model.keras").write_bytes(b"not a zip")
     (tmp_path / "model" / "spec.json").write_text(json.dumps({"task": "har"}))
     assert_one_line_error(run_cli("export", str(tmp_path / "model")), "malformed spec")
+    assert_one_line_error(run_cli("demo", "--task", "vww", "--exits-after", "99", "--out", str(tmp_path / "v")),
+                          "has blocks 1..")

@@ -58,8 +58,17 @@ def run(args) -> int:
 
         raise TinyexitError("--flash-kb needs --bits mixed and a positive size")
     if args.task in PRETRAINED:
-        pipeline.retrofit(PRETRAINED[args.task](), ds, out, epochs=epochs, budget_pp=args.budget_pp,
-                          seed=args.seed, agreement_samples=args.agreement_samples, search=True,
+        after = None
+        if args.exits_after:  # block numbers -> the layers ending those separable blocks
+            from tinyexit import retrofit
+            from tinyexit.errors import TinyexitError
+
+            blocks = retrofit.separable_block_outputs(retrofit.load_pretrained(PRETRAINED[args.task]()))
+            if not all(1 <= b <= len(blocks) for b in args.exits_after):
+                raise TinyexitError(f"--exits-after: the pretrained {args.task} model has blocks 1..{len(blocks)}")
+            after = [blocks[b - 1] for b in sorted(set(args.exits_after))]
+        pipeline.retrofit(PRETRAINED[args.task](), ds, out, after=after, epochs=epochs, budget_pp=args.budget_pp,
+                          seed=args.seed, agreement_samples=args.agreement_samples, search=after is None,
                           firmware_samples=args.firmware_samples)
         print(f"wrote {out}/report.json; plot: {out}/export/pareto.png")
         return 0
