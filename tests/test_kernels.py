@@ -52,6 +52,13 @@ def _model(kind: str, rng: np.random.Generator):
     return keras.Model(inp, out), (h, w, c)
 
 
+def dsp_modes(source: str) -> list[int]:
+    """fast_mode of each DSP layer in a generated model.cc (streamed layers name their stream after it)."""
+    import re
+
+    return [int(m) for m in re.findall(r"DspParams \w+_dsp = \{.*, (\d)(?:, \w+_stream)?\};", source)]
+
+
 OPS = {"conv": "CONV_2D", "depthwise": "DEPTHWISE_CONV_2D", "dense": "FULLY_CONNECTED",
        "avg_pool": "AVERAGE_POOL_2D", "max_pool": "MAX_POOL_2D", "add": "ADD", "concat": "CONCATENATION", "softmax": "SOFTMAX",
        "pad": "PAD", "mean": "MEAN"}
@@ -83,8 +90,6 @@ def test_kernel_matches_tflite_micro(kind, tmp_path):
 def test_dsp_requantization_modes_on_qemu_m4(tmp_path):
     """The DSP kernels' short requantizations (right and left shifts, dsp.h) on the emulated Cortex-M4 itself:
     int8 layers shift right; layers narrowed to 2-bit weights have their scale x 127 and shift left."""
-    import re
-
     from tests.test_subbyte import _narrowed, _single_op
 
     rng = np.random.default_rng(11)
@@ -94,19 +99,21 @@ def test_dsp_requantization_modes_on_qemu_m4(tmp_path):
         calibration = rng.normal(0, 1, (32, *shape)).astype(np.float32)
         models.append((convert_int8(model, calibration), shape))
         models.append(_narrowed(kind, 2, rng))
-    modes = set()
+    modes, streamed = set(), 0
     for i, (buf, shape) in enumerate(models):
         path = tmp_path / f"m{i}.tflite"
         path.write_bytes(buf)
         fw = build(path, "qemu-m4", tmp_path / f"b{i}")
         source = (tmp_path / f"b{i}" / "model.cc").read_text()
-        modes |= {int(m) for m in re.findall(r"DspParams \w+_dsp = \{.*, (\d)\};", source)}
+        modes |= set(dsp_modes(source))
+        streamed += source.count("_stream[")
         reference = StageInterpreter(buf)
         x = rng.integers(-128, 128, (6, *shape)).astype(np.int8)
         with firmware("qemu-m4", fw.binary) as dev:
             for sample in x:
                 assert np.array_equal(dev.infer(sample).output, reference(sample[None])[0].reshape(-1)), path.name
     assert {1, 2} <= modes or {1, 3} <= modes, modes  # right shifts, and left ones (alone or mixed)
+    assert streamed > 0  # the streamed kernels' assembly (gemm_stream.cc, depthwise_stream.cc) ran too
 
 
 @pytest.mark.parametrize("target", ["host", "qemu-m4"])
@@ -135,4 +142,43 @@ def test_dsp_gemm_layouts_match_tflite_micro(target, tmp_path):
     assert "_dsp = {" in (tmp_path / "b" / "model.cc").read_text()
     with firmware(target, fw.binary) as dev:
         for sample in rng.integers(-128, 128, (8, 17, 15, 3)).astype(np.int8):
+            assert np.array_equal(dev.infer(sample).output, reference(sample[None])[0].reshape(-1))
+
+
+@pytest.mark.parametrize("target", ["host", "qemu-m4"])
+def test_dead_channels_keep_the_short_requantization(target, tmp_path):
+    """Channels whose weights are all zero (common in pretrained MobileNets) get biases near 2^30 from the
+    converter; the code generator gives them a small bias that yields the same constant, so their layers keep
+    the DSP kernels' short requantization (a fast_mode, not 0), and the outputs stay TFLite Micro's."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(7)
+    inp = keras.Input((9, 9, 8))
+    conv = layers.Conv2D(8, 1, activation="relu")  # depthwise on a multiple of 4 channels: its DSP kernel
+    depthwise = layers.DepthwiseConv2D(3, padding="same")
+    dense = layers.Dense(5)
+    out = dense(layers.Flatten()(depthwise(conv(inp))))
+    model = keras.Model(inp, out)
+    for layer, dead in ((conv, [1, 4]), (depthwise, [2]), (dense, [0, 3])):
+        kernel, bias = layer.get_weights()
+        if layer is depthwise:
+            kernel[:, :, dead, :] = 0.0  # (kh, kw, channels, multiplier)
+        else:
+            kernel[..., dead] = 0.0
+        bias[dead] = np.linspace(0.8, -0.9, len(dead))
+        layer.set_weights([kernel, bias])
+    rng = np.random.default_rng(2)
+    buf = convert_int8(model, rng.normal(0, 1, (32, 9, 9, 8)).astype(np.float32))
+    graph = Graph(buf)
+    biases = [graph.tensors[op.inputs[2]].data for op in graph.ops if len(op.inputs) > 2]
+    assert any(np.abs(b).max() >= 1 << 29 for b in biases)  # the converter's huge biases are there
+    path = tmp_path / "dead.tflite"
+    path.write_bytes(buf)
+    fw = build(path, target, tmp_path / "b", kernels="dsp")
+    modes = dsp_modes((tmp_path / "b" / "model.cc").read_text())
+    assert len(modes) == 3 and 0 not in modes, modes
+    reference = StageInterpreter(buf)
+    with firmware(target, fw.binary) as dev:
+        for sample in rng.integers(-128, 128, (8, 9, 9, 8)).astype(np.int8):
             assert np.array_equal(dev.infer(sample).output, reference(sample[None])[0].reshape(-1))

@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-from tinyexit.codegen.quantization import activation_range, f32, quantize_multiplier, same_padding
+from tinyexit.codegen.quantization import (activation_range, f32, multiply_by_quantized_multiplier, quantize_multiplier,
+                                           same_padding)
 from tinyexit.errors import TinyexitError
 from tinyexit.tflite_graph import Graph, Operator, Tensor
 
@@ -20,6 +23,16 @@ def shape4(t: Tensor) -> str:
     s = list(t.shape)
     s = [1] * (4 - len(s)) + s
     return "{" + ", ".join(str(d) for d in s) + "}"
+
+
+class FastRequant(NamedTuple):
+    """Op.fast_requant's answer: the table's C definition and name ("nullptr" when none), fast_mode, the
+    biases the DSP kernels start from, and the table's [multiplier, shift code] rows."""
+    definition: str
+    table: str
+    mode: int
+    bias: np.ndarray
+    rows: list[list[int]]
 
 
 class Op:
@@ -127,46 +140,85 @@ class Op:
         args = [self.bits] + ([taps] if taps is not None else []) + [mode, "true" if lo > -128 or hi < 127 else "false"]
         return "<" + ", ".join(map(str, args)) + ">"
 
-    def fast_requant(self, w: np.ndarray, bias: np.ndarray | None, mults: list[tuple[int, int]]) -> tuple[str, str, int]:
-        """The DSP kernels' `fast_requant` table and `fast_mode` (kernels.h), as (definition, table, mode), where
-        dsp.h's short requantization equals the reference for every possible input (|input + offset| <= 255):
+    def fast_requant(self, w: np.ndarray, bias: np.ndarray | None, mults: list[tuple[int, int]]) -> FastRequant:
+        """The DSP kernels' `fast_requant` table and `fast_mode` (kernels.h), as FastRequant,
+        where dsp.h's short requantization equals the reference for every possible input (|input + offset| <= 255):
         mode 1 when every channel shifts right (shift <= -1) and its accumulator stays below 2^30 in magnitude,
         [multiplier, ~shift] per channel; mode 2 when every channel shifts left (shift >= 0) and its accumulator
         times 2^(shift + 1) stays below 2^31, [multiplier, shift + 1]; mode 3 when channels of both kinds each
         meet their bound, left shifts stored as ~(shift + 1); else no table (nullptr, mode 0: the kernels then
-        requantize the reference way). w: [channels, products]."""
-        bound = 255 * np.abs(w.astype(np.int64)).sum(axis=1)
-        if bias is not None:
-            bound = bound + np.abs(bias.astype(np.int64))
-        shifts = np.array([shift for _, shift in mults])
-        right = shifts <= -1
-        safe = np.where(right, bound < (1 << 30), bound * (2.0 ** (np.maximum(shifts, 0) + 1)) < 2.0 ** 31)
-        if not np.all(safe):
-            return "", "nullptr", 0
-        if np.all(right):
-            mode, table = 1, [[m, ~sh] for m, sh in mults]
-        elif not np.any(right):
-            mode, table = 2, [[m, sh + 1] for m, sh in mults]
-        else:  # both: left shifts stored as ~(shift + 1) < 0, told apart by the sign
-            mode, table = 3, [[m, ~sh if sh <= -1 else ~(sh + 1)] for m, sh in mults]
-        return (c_array("int32_t", f"{self.name}_fastq", np.array(table, np.int32).reshape(-1)),
-                f"{self.name}_fastq", mode)
+        requantize the reference way). Its `bias` is what the DSP kernels must start from (constant_channels
+        may replace some entries). w: [channels, products]."""
+        bias = np.zeros(len(w), np.int64) if bias is None else np.asarray(bias, np.int64)
+        settled_bias, settled_mults = self.constant_channels(w, bias, mults) or (bias, mults)
+        mode, table = fast_mode(w, settled_bias, settled_mults)
+        if mode == 0:  # the reference path reads the layer's own multipliers: it keeps its own biases too
+            return FastRequant("", "nullptr", 0, bias, [])
+        return FastRequant(c_array("int32_t", f"{self.name}_fastq", np.array(table, np.int32).reshape(-1)),
+                           f"{self.name}_fastq", mode, settled_bias, table)
+
+    def constant_channels(self, w: np.ndarray, bias: np.ndarray,
+                          mults: list[tuple[int, int]]) -> tuple[np.ndarray, list[tuple[int, int]]] | None:
+        """Channels whose weights are all zero output one constant whatever the input. TFLite's converter gives
+        such dead channels biases near 2^30, which keep a whole layer off the short requantization; for the DSP
+        kernels they get bias 4 * (constant - output zero point) and the multiplier 1/4 instead, which give the
+        same constant. (bias, multipliers) so settled, or None when no channel needs it."""
+        out = self.t(self.outputs[0])
+        lo, hi = activation_range(self.op.options.fusedActivationFunction, _scale(out), _zp(out))
+        dead = np.flatnonzero(~np.any(w != 0, axis=1))
+        if len(dead) == 0:
+            return None
+        bias, mults = bias.copy(), list(mults)
+        for ch in dead:
+            constant = min(max(multiply_by_quantized_multiplier(int(bias[ch]), *mults[ch]) + _zp(out), lo), hi)
+            bias[ch], mults[ch] = 4 * (constant - _zp(out)), QUARTER
+            assert multiply_by_quantized_multiplier(int(bias[ch]), *QUARTER) + _zp(out) == constant
+        return bias, mults
 
     def gemm_dsp_definitions(self, w: np.ndarray, bias: Tensor | None, mults, run_bytes: int) -> str:
         """GemmDspParams for CONV_2D and FULLY_CONNECTED; w: int8 [channels, products]; run_bytes: see
         gemm_filter."""
         words, k_padded = gemm_filter(w, run_bytes)
-        table, fast, mode = self.fast_requant(w, bias.data if bias is not None else None, mults)
+        fq = self.fast_requant(w, bias.data if bias is not None else None, mults)
+        table, fast, mode, bias = fq.definition, fq.table, fq.mode, fq.bias
         n = self.name
         if self.bits < 8:
             self.dsp_template = self.packed_template(mode)
+            if mode == 1 and w.shape[0] % 2 == 0:
+                packed = pack_pair_words(words, self.bits).reshape(w.shape[0] // 2, -1)
+                stream = stream_words(bias.astype(np.int64) << (16 - self.bits), packed, fq.rows)
+                return (c_array("uint32_t", f"{n}_stream", stream) +
+                        f"static const GemmPackedDspParams {n}_dsp = {{{w.shape[1]}, {k_padded}, {self.bits}, "
+                        f"nullptr, nullptr, nullptr, {mode}, {n}_stream}};\n")
             return (c_array("uint32_t", f"{n}_filter4", pack_pair_words(words, self.bits)) +
-                    c_array("int32_t", f"{n}_bias32", padded_bias(bias, w.shape[0]) << (16 - self.bits)) + table +
+                    c_array("int32_t", f"{n}_bias32", padded_bias(bias) << (16 - self.bits)) + table +
                     f"static const GemmPackedDspParams {n}_dsp = {{{w.shape[1]}, {k_padded}, "
                     f"{self.bits}, {fast}, {n}_filter4, {n}_bias32, {mode}}};\n")
-        return (c_array("uint32_t", f"{n}_filter16", words) + c_array("int32_t", f"{n}_bias32", padded_bias(bias, w.shape[0])) +
+        if mode == 1 and w.shape[0] % 2 == 0:
+            return (c_array("uint32_t", f"{n}_stream", gemm_stream(w, bias, fq.rows, run_bytes)) +
+                    f"static const GemmDspParams {n}_dsp = {{{w.shape[1]}, {k_padded}, nullptr, nullptr, nullptr, "
+                    f"{mode}, {n}_stream}};\n")
+        return (c_array("uint32_t", f"{n}_filter16", words) + c_array("int32_t", f"{n}_bias32", padded_bias(bias)) +
                 table + f"static const GemmDspParams {n}_dsp = {{{w.shape[1]}, {k_padded}, "
                 f"{fast}, {n}_filter16, {n}_bias32, {mode}}};\n")
+
+
+QUARTER = (1 << 30, -1)  # the requantization multiplier 1/4: Q31 0.5 times 2^-1
+
+
+def fast_mode(w: np.ndarray, bias: np.ndarray, mults: list[tuple[int, int]]) -> tuple[int, list[list[int]]]:
+    """(fast_mode, fast_requant table) as Op.fast_requant describes them; (0, []) when a channel is unsafe."""
+    bound = 255 * np.abs(w.astype(np.int64)).sum(axis=1) + np.abs(bias)
+    shifts = np.array([shift for _, shift in mults])
+    right = shifts <= -1
+    safe = np.where(right, bound < (1 << 30), bound * (2.0 ** (np.maximum(shifts, 0) + 1)) < 2.0 ** 31)
+    if not np.all(safe):
+        return 0, []
+    if np.all(right):
+        return 1, [[m, ~sh] for m, sh in mults]
+    if not np.any(right):
+        return 2, [[m, sh + 1] for m, sh in mults]
+    return 3, [[m, ~sh if sh <= -1 else ~(sh + 1)] for m, sh in mults]  # left shifts: ~(shift + 1) < 0
 
 
 GROUP_ORDER = [0, 2, 1, 3]  # SXTB16 widens bytes 0, 2 into one word and 1, 3 into the next
@@ -192,6 +244,23 @@ def gemm_filter(w: np.ndarray, run_bytes: int) -> tuple[np.ndarray, int]:
     padded[:channels, :logical.shape[1]] = logical
     blocks = padded.reshape(-1, 2, k_padded // 4, 4).transpose(0, 2, 1, 3)  # [pair][group][channel][4]
     return np.ascontiguousarray(blocks).astype("<i2").view("<u4").reshape(-1), k_padded
+
+
+def gemm_stream(w: np.ndarray, bias: np.ndarray, table: list[list[int]], run_bytes: int) -> np.ndarray:
+    """The stream of dsp/gemm_stream.h for a layer of even channel count whose channels all shift right
+    (fast_mode 1; table: its [multiplier, ~shift] rows): per channel pair 2 * bias0, 2 * bias1, the pair's
+    gemm_filter words with every weight doubled, multiplier0, ~shift0, multiplier1, ~shift1."""
+    words, k_padded = gemm_filter(2 * w.astype(np.int16), run_bytes)
+    return stream_words(2 * np.asarray(bias, np.int64), words.reshape(len(w) // 2, k_padded), table)
+
+
+def stream_words(bias: np.ndarray, filter_words: np.ndarray, table: list[list[int]]) -> np.ndarray:
+    """A GEMM stream (dsp/gemm_stream.h) from the biases as the kernel starts from them, the filter words of
+    each channel pair ([pairs, words]) and the [multiplier, ~shift] rows."""
+    pairs = len(filter_words)
+    stream = np.concatenate([bias.reshape(pairs, 2), filter_words.astype(np.int64),
+                             np.array(table, np.int64).reshape(pairs, 4)], axis=1)
+    return (stream & 0xFFFFFFFF).astype(np.uint32)
 
 
 SUBBYTE_RANGES = {4: (-8, 7), 2: (-2, 1)}  # two's complement 4- and 2-bit values
@@ -260,11 +329,9 @@ def gemm_scratch_bytes(k: int, run_bytes: int) -> int:
     return 4 * (-(-gemm_products(k, run_bytes) // 8) * 8)
 
 
-def padded_bias(bias: Tensor | None, channels: int) -> np.ndarray:
-    out = np.zeros(channels + channels % 2, np.int32)
-    if bias is not None:
-        out[:channels] = bias.data
-    return out
+def padded_bias(bias: np.ndarray) -> np.ndarray:
+    """Per-channel biases padded to an even count (the GEMM takes channels in pairs)."""
+    return np.append(bias, np.zeros(len(bias) % 2, np.int64)).astype(np.int32)
 
 
 def _scale(t: Tensor) -> float:
@@ -337,9 +404,9 @@ class DepthwiseConvOp(ConvOp):
             taps = unpacked_values(w).reshape(-1, w.shape[3])
             self.dsp = packed_dsp_exact(taps.T, 128, self.bits, self.folded_bias(taps))
 
-    def folded_bias(self, taps: np.ndarray) -> np.ndarray:
-        """bias + input_offset * (sum of the channel's weights); taps: [kh * kw, channels]."""
-        bias = _bias_data(self.op, self.graph)
+    def folded_bias(self, taps: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+        """bias (default: the layer's) + input_offset * (sum of the channel's weights); taps: [kh * kw, channels]."""
+        bias = _bias_data(self.op, self.graph) if bias is None else bias
         b = np.zeros(taps.shape[1], np.int64) if bias is None else bias.astype(np.int64)
         return b - _zp(self.t(self.op.inputs[0])) * taps.astype(np.int64).sum(axis=0)  # input_offset = -zero point
 
@@ -347,13 +414,13 @@ class DepthwiseConvOp(ConvOp):
         _, kh, kw, c = w.shape
         taps = unpacked_values(w).reshape(kh * kw, c).astype(np.int64)
         zp_in = _zp(self.t(self.op.inputs[0]))
-        b = np.zeros(c, np.int64) if bias is None else bias.data.astype(np.int64)
-        folded = self.folded_bias(taps)
+        fq = self.fast_requant(taps.T, None if bias is None else bias.data, mults)
+        table, fast, mode, b = fq.definition, fq.table, fq.mode, fq.bias
+        folded = self.folded_bias(taps, b)
         if np.any(np.abs(folded) >= (1 << 31)):
             raise TinyexitError(f"{self.graph.source}: {self.op.op} bias '{bias.name}' overflows when folded")
         groups = taps.reshape(kh * kw, c // 4, 4)[:, :, GROUP_ORDER].transpose(1, 0, 2)  # [group][tap][4]
         widened = np.ascontiguousarray(groups).astype("<i2").reshape(-1).view("<u4")
-        table, fast, mode = self.fast_requant(taps.T, b, mults)
         n = self.name
         if self.bits < 8:
             taps_per_word = 8 // self.bits
@@ -366,6 +433,14 @@ class DepthwiseConvOp(ConvOp):
                     c_array("int8_t", f"{n}_padding", np.full(c, zp_in, np.int8)) + table +
                     f"static const DepthwisePackedDspParams {n}_dsp = {{{self.bits}, {fast}, {n}_filter4, {n}_bias32, "
                     f"{n}_padding, {mode}}};\n")
+        if mode == 1 and kh * kw in (3, 5, 9):
+            requant = np.array(fq.rows, np.int64).reshape(c // 4, 8)
+            doubled = (2 * np.ascontiguousarray(groups)).astype("<i2").reshape(c // 4, -1).view("<u4")
+            stream = np.concatenate([2 * folded.reshape(c // 4, 4), doubled.astype(np.int64), requant], axis=1)
+            return (c_array("uint32_t", f"{n}_stream", (stream & 0xFFFFFFFF).astype(np.uint32)) +
+                    c_array("int8_t", f"{n}_padding", np.full(c, zp_in, np.int8)) +
+                    f"static const DepthwiseDspParams {n}_dsp = {{nullptr, nullptr, nullptr, {n}_padding, {mode}, "
+                    f"{n}_stream}};\n")
         return (c_array("uint32_t", f"{n}_filter16", widened) +
                 c_array("int32_t", f"{n}_bias32", folded.astype(np.int32)) +
                 c_array("int8_t", f"{n}_padding", np.full(c, zp_in, np.int8)) + table +

@@ -53,3 +53,25 @@ def activation_range(code: int, scale: float, zero_point: int) -> tuple[int, int
 def same_padding(stride: int, dilation: int, in_size: int, filter_size: int, out_size: int) -> int:
     effective = (filter_size - 1) * dilation + 1
     return max((out_size - 1) * stride + effective - in_size, 0) // 2
+
+
+def _wrap32(x: int) -> int:
+    return (x + (1 << 31)) % (1 << 32) - (1 << 31)
+
+
+def multiply_by_quantized_multiplier(x: int, multiplier: int, shift: int) -> int:
+    """TFLite's MultiplyByQuantizedMultiplier on one int32 (firmware/include/tinyexit/quantization.h): the
+    left shift wraps in 32 bits as the C code does, then the rounding doubling high multiply (ties away
+    from zero), then a rounding right shift (ties away from zero)."""
+    left, right = max(shift, 0), max(-shift, 0)
+    a = _wrap32(x << left)
+    if a == multiplier == -(1 << 31):
+        return (1 << 31) - 1
+    ab = a * multiplier
+    nudge = (1 << 30) if ab >= 0 else 1 - (1 << 30)
+    high = abs(ab + nudge) >> 31  # the division truncates toward zero
+    high = high if ab + nudge >= 0 else -high
+    mask = (1 << right) - 1
+    threshold = (mask >> 1) + (1 if high < 0 else 0)
+    return (high >> right) + (1 if (high & mask) > threshold else 0)
+

@@ -122,6 +122,9 @@ struct GemmDspParams {    // CONV_2D and FULLY_CONNECTED as a product of int16 m
                           // [2 channels][4 values], in the order of dsp/column.h
   const int32_t* bias;    // out_c rounded up to even (zeros where the model has none)
   int32_t fast_mode;      // see DepthwiseDspParams
+  // fast_mode 1 and an even out_c: bias, filter and requantization in one stream (dsp/gemm_stream.h), and
+  // filter, bias and fast_requant nullptr; else nullptr
+  const uint32_t* stream;
 };
 
 struct DepthwiseDspParams {  // depth multiplier 1, in_c % 4 == 0, kh * kw <= 64
@@ -134,7 +137,10 @@ struct DepthwiseDspParams {  // depth multiplier 1, in_c % 4 == 0, kh * kw <= 64
   const uint32_t* filter; // int16 pairs: [in_c / 4][kh * kw][c0, c2 | c1, c3]
   const int32_t* bias;    // in_c values: bias + input_offset * (sum of the channel's weights)
   const int8_t* padding;  // in_c copies of the input zero point: what taps outside the input read
-  int32_t fast_mode;      // last: the hot fields keep their offsets
+  int32_t fast_mode;      // the hot fields above keep their offsets
+  // fast_mode 1 and 3, 5 or 9 taps: biases, filter and requantization in one stream
+  // (dsp/depthwise_stream.h), and filter, bias and fast_requant nullptr; else nullptr
+  const uint32_t* stream;
 };
 
 // Sub-byte filters for the DSP kernels. Each 32-bit word holds 16 / bits of the int16-pair words the int8
@@ -151,6 +157,7 @@ struct GemmPackedDspParams {
   const uint32_t* filter;
   const int32_t* bias;   // out_c rounded up to even, times 2^(16 - bits)
   int32_t fast_mode;
+  const uint32_t* stream;  // as GemmDspParams::stream, with this layout's filter words (dsp/gemm_stream.h)
 };
 
 struct DepthwisePackedDspParams {  // as DepthwiseDspParams; taps padded with zero weights to a whole word

@@ -126,4 +126,22 @@ class Gatherer {
   uint32_t offset2_, zero_points_;
 };
 
+// Gathers the layer's output pixels two at a time into the column buffer and hands each pair to
+// multiply(first pixel, whether there is a second): an odd count leaves slot 1 with stale values whose
+// results are dropped.
+template <typename Multiply>
+inline void for_pixel_pairs(const ConvParams& p, const Gatherer& gather, Multiply&& multiply) {
+  const int32_t out_h = p.output.h, out_w = p.output.w;
+  const int32_t pixels = p.output.n * out_h * out_w;
+  int32_t b = 0, oy = 0, ox = 0;  // of pixel `first`
+  for (int32_t first = 0; first < pixels; first += 2) {
+    const bool pair = first + 1 < pixels;
+    for (int32_t slot = 0; slot < (pair ? 2 : 1); ++slot) {
+      gather(b, oy, ox, slot);
+      if (++ox == out_w) ox = 0, oy = oy + 1 == out_h ? (++b, 0) : oy + 1;
+    }
+    multiply(first, pair);
+  }
+}
+
 }  // namespace tx::dsp

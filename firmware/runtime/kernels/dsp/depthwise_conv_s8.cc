@@ -4,6 +4,7 @@
 // weights); taps outside the input read a vector of the input zero point instead, whose products with the
 // folded offset cancel, so every pixel runs the same straight-line code and matches the reference's
 // skipped taps exactly.
+#include "depthwise_stream.h"
 #include "gemm.h"
 
 namespace tx::dsp {
@@ -57,17 +58,15 @@ inline void accumulate_group(intptr_t group_base, const intptr_t* offsets, int32
   acc = {a0, a1, a2, a3};
 }
 
-// The whole layer. Each output pixel reads its taps at fixed byte offsets from its top-left tap's address
-// (computed once per layer); only pixels on the border get their own offsets, where the taps outside the
-// input point at the zero-point vector instead. Out of line: inlined into the dispatch beside its
-// siblings, the loops get worse registers.
-template <int32_t kTaps, int kMode, bool kClamp>
-__attribute__((noinline)) void run(const ConvParams& p, const DepthwiseDspParams& d, const int8_t* input,
-                                   int8_t* output) {
-  const Requantization q{p.multiplier, p.shift, p.output_offset, p.act_min, p.act_max};
-  const Requantizer<kMode, kClamp> requantize(q, d.fast_requant);
+// Calls visit(base, offsets, out) for each output pixel, where base is the address of its top-left tap's
+// channel 0 and tap t's 4 inputs of a group lie at (group base) + offsets[t]. The taps sit at fixed byte
+// offsets (computed once per layer); only pixels on the border get their own, where the taps outside the
+// input point at the zero-point vector instead.
+template <typename Visit>
+inline void for_each_pixel(const ConvParams& p, const int8_t* padding_vector, const int8_t* input, int8_t* output,
+                           Visit&& visit) {
   const int32_t in_h = p.input.h, in_w = p.input.w, c = p.input.c;
-  const int32_t fh = p.filter.h, fw = p.filter.w, count = fh * fw;
+  const int32_t fh = p.filter.h, fw = p.filter.w;
   intptr_t inside_offsets[kMaxTaps], border_offsets[kMaxTaps];
   for (int32_t ky = 0, t = 0; ky < fh; ++ky) {
     for (int32_t kx = 0; kx < fw; ++kx, ++t) inside_offsets[t] = (p.dilation_h * ky * in_w + p.dilation_w * kx) * c;
@@ -76,7 +75,7 @@ __attribute__((noinline)) void run(const ConvParams& p, const DepthwiseDspParams
   int32_t ox_first = 0, ox_end = p.output.w;
   while (ox_first < ox_end && ox_first * p.stride_w - p.pad_w < 0) ++ox_first;
   while (ox_end > ox_first && (ox_end - 1) * p.stride_w - p.pad_w + p.dilation_w * (fw - 1) >= in_w) --ox_end;
-  const intptr_t padding = reinterpret_cast<intptr_t>(d.padding);
+  const intptr_t padding = reinterpret_cast<intptr_t>(padding_vector);
   int8_t* out = output;
   for (int32_t b = 0; b < p.output.n; ++b) {
     for (int32_t oy = 0; oy < p.output.h; ++oy) {
@@ -98,18 +97,43 @@ __attribute__((noinline)) void run(const ConvParams& p, const DepthwiseDspParams
           }
           offsets = border_offsets;
         }
-        const uint32_t* w = d.filter;
-        for (int32_t ch = 0; ch < c; ch += 4, w += 2 * count) {
-          Acc4 acc{d.bias[ch], d.bias[ch + 1], d.bias[ch + 2], d.bias[ch + 3]};
-          accumulate_group<kTaps>(base + ch, offsets, count, w, acc);
-          const uint32_t packed = pack_s8x4(requantize.unclamped(acc.c0, ch), requantize.unclamped(acc.c1, ch + 1),
-                                            requantize.unclamped(acc.c2, ch + 2), requantize.unclamped(acc.c3, ch + 3));
-          store32(out + ch, requantize.clamp4(packed));
-        }
+        visit(base, offsets, out);
       }
     }
   }
 }
+
+// The whole layer, one instantiation per tap count, requantization mode and activation. Out of line:
+// inlined into the dispatch beside its siblings, the loops get worse registers.
+template <int32_t kTaps, int kMode, bool kClamp>
+__attribute__((noinline)) void run(const ConvParams& p, const DepthwiseDspParams& d, const int8_t* input,
+                                   int8_t* output) {
+  const Requantization q{p.multiplier, p.shift, p.output_offset, p.act_min, p.act_max};
+  const Requantizer<kMode, kClamp> requantize(q, d.fast_requant);
+  const int32_t c = p.input.c, count = p.filter.h * p.filter.w;
+  for_each_pixel(p, d.padding, input, output, [&](intptr_t base, const intptr_t* offsets, int8_t* out) {
+    const uint32_t* w = d.filter;
+    for (int32_t ch = 0; ch < c; ch += 4, w += 2 * count) {
+      Acc4 acc{d.bias[ch], d.bias[ch + 1], d.bias[ch + 2], d.bias[ch + 3]};
+      accumulate_group<kTaps>(base + ch, offsets, count, w, acc);
+      const uint32_t packed = pack_s8x4(requantize.unclamped(acc.c0, ch), requantize.unclamped(acc.c1, ch + 1),
+                                        requantize.unclamped(acc.c2, ch + 2), requantize.unclamped(acc.c3, ch + 3));
+      store32(out + ch, requantize.clamp4(packed));
+    }
+  });
+}
+
+// Layers with a stream (depthwise_stream.h).
+__attribute__((noinline)) void run_stream(const ConvParams& p, const DepthwiseDspParams& d, const int8_t* input,
+                                          int8_t* output) {
+  const DepthwiseStreamPixel pixel = depthwise_stream_pixel(p.filter.h * p.filter.w);
+  DepthwiseStreamJob job{nullptr, p.input.c, 1 + 2 * p.output_offset, splat_s8x4(p.act_min), splat_s8x4(p.act_max)};
+  for_each_pixel(p, d.padding, input, output, [&](intptr_t base, const intptr_t* offsets, int8_t* out) {
+    job.offsets = offsets;
+    pixel(d.stream, out, base, job);
+  });
+}
+
 template <int32_t kTaps>
 void dispatch(const ConvParams& p, const DepthwiseDspParams& d, const int8_t* input, int8_t* output) {
   const Requantization q{p.multiplier, p.shift, p.output_offset, p.act_min, p.act_max};
@@ -121,6 +145,7 @@ void dispatch(const ConvParams& p, const DepthwiseDspParams& d, const int8_t* in
 }  // namespace
 
 void depthwise_conv_s8(const ConvParams& p, const DepthwiseDspParams& d, const int8_t* input, int8_t* output) {
+  if (d.stream != nullptr) return run_stream(p, d, input, output);
   switch (p.filter.h * p.filter.w) {  // the common tap counts get their taps loop unrolled
     case 3: return dispatch<3>(p, d, input, output);  // 3x1 / 1x3
     case 5: return dispatch<5>(p, d, input, output);  // 5x1 / 1x5

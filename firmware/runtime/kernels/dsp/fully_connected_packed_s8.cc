@@ -2,6 +2,7 @@
 // fully_connected_s8.cc, multiplied with the sub-byte GEMM (gemm_packed.h).
 #include "column.h"
 #include "gemm_packed.h"
+#include "gemm_stream.h"
 
 namespace tx::dsp {
 
@@ -10,12 +11,19 @@ void fully_connected_packed_s8(const FullyConnectedParams& p, const GemmPackedDs
                                int8_t* output, void* scratch) {
   uint32_t* cols = static_cast<uint32_t*>(scratch);
   const Requantization q{p.multiplier, p.shift, p.output_offset, p.act_min, p.act_max};
+  const bool streamed = kMode == kRightShiftRequant && d.stream != nullptr;
+  StreamJob job = stream_job(cols, d.k_padded, p.units, p.output_offset, p.act_min, p.act_max);
   for (int32_t first = 0; first < p.batches; first += 2) {
     const bool pair = first + 1 < p.batches;
     widen_vector(input + first * p.depth, p.depth, p.input_offset, d.k_padded, cols, 0);
     widen_vector(input + (pair ? first + 1 : first) * p.depth, p.depth, p.input_offset, d.k_padded, cols, 1);
     int8_t* out = output + first * p.units;
-    gemm_packed_pair<kBits, kMode, kClamp>(d, q, p.units, cols, out, pair ? out + p.units : nullptr);
+    if (streamed) {
+      if (!pair) job.b_offset = 0;
+      gemm_stream_bits<kBits>(d.stream, out, job);
+    } else {
+      gemm_packed_pair<kBits, kMode, kClamp>(d, q, p.units, cols, out, pair ? out + p.units : nullptr);
+    }
   }
 }
 

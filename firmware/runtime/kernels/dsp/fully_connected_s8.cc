@@ -1,6 +1,7 @@
 // FULLY_CONNECTED, Cortex-M DSP path: the input rows are widened to int16 (offset added) two at a time and
 // multiplied against the generation-time widened weights (gemm.h).
 #include "column.h"
+#include "gemm_stream.h"
 
 namespace tx::dsp {
 namespace {
@@ -18,10 +19,24 @@ __attribute__((noinline)) void run(const FullyConnectedParams& p, const GemmDspP
   }
 }
 
+// The same for layers with a stream (gemm_stream.h).
+__attribute__((noinline)) void run_stream(const FullyConnectedParams& p, const GemmDspParams& d, const int8_t* input,
+                                          int8_t* output, uint32_t* cols) {
+  StreamJob job = stream_job(cols, d.k_padded, p.units, p.output_offset, p.act_min, p.act_max);
+  for (int32_t first = 0; first < p.batches; first += 2) {
+    const bool pair = first + 1 < p.batches;
+    widen_vector(input + first * p.depth, p.depth, p.input_offset, d.k_padded, cols, 0);
+    widen_vector(input + (pair ? first + 1 : first) * p.depth, p.depth, p.input_offset, d.k_padded, cols, 1);
+    if (!pair) job.b_offset = 0;
+    gemm_stream(d.stream, output + first * p.units, job);
+  }
+}
+
 }  // namespace
 
 void fully_connected_s8(const FullyConnectedParams& p, const GemmDspParams& d, const int8_t* input,
                         int8_t* output, void* scratch) {
+  if (d.stream != nullptr) return run_stream(p, d, input, output, static_cast<uint32_t*>(scratch));
   const Requantization q{p.multiplier, p.shift, p.output_offset, p.act_min, p.act_max};
   with_requantizer(d.fast_mode, q, [&](auto mode, auto clamp) {
     run<decltype(mode)::value, decltype(clamp)::value>(p, d, q, input, output, static_cast<uint32_t*>(scratch));
