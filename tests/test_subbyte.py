@@ -272,3 +272,37 @@ def test_demo_bits_mixed_end_to_end(tmp_path, datasets):
     assert 0 < report["firmware_text_rodata_bytes"] < report["all8_firmware_text_rodata_bytes"]
     assert (tmp_path / "bits_pareto.png").stat().st_size > 10_000
     assert "mixed:" in proc.stdout and "weight bytes" in proc.stdout
+
+
+def test_streamed_subbyte_kernels_on_qemu_m4(tmp_path):
+    """The streamed sub-byte kernels' assembly (dsp/gemm_stream.cc, dsp/depthwise_stream.cc) at 4 and 2 bits:
+    layers whose channels all shift right, which narrowed layers do when their outputs are wide (large
+    biases here), on the emulated M4 against TFLite Micro, whole output tensors."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(3)
+    rng = np.random.default_rng(3)
+    inp = keras.Input((7, 6, 3))
+    chain = [layers.Conv2D(8, 3, padding="same", name="conv"), layers.DepthwiseConv2D(3, padding="same", name="dw9"),
+             layers.DepthwiseConv2D((5, 1), padding="same", name="dw5"),
+             layers.DepthwiseConv2D((1, 3), padding="same", name="dw3"), layers.Conv2D(8, 1, name="pw")]
+    x = inp
+    for layer in chain:
+        x = layer(x)
+    dense = layers.Dense(6, name="dense")
+    model = keras.Model(inp, dense(layers.Flatten()(x)))
+    for layer in chain + [dense]:  # wide outputs: small requantization multipliers even after narrowing
+        kernel, bias = layer.get_weights()
+        layer.set_weights([kernel, rng.uniform(-40, 40, bias.shape).astype(np.float32)])
+    buf = convert_int8(model, rng.normal(0, 1, (32, 7, 6, 3)).astype(np.float32))
+    g = Graph(buf)
+    filters = [g.weight_tensor(op).name for op in g.ops if op.op in WEIGHT_INPUT]
+    for bits in (4, 2):
+        narrowed = narrow_weights(buf, {name: bits for name in filters})
+        source = _check_firmware(narrowed, (7, 6, 3), "qemu-m4", "auto", tmp_path / f"{bits}", rng, samples=6)
+        streamed = []  # the kernel of each streamed layer at this width (GEMM params: k, k_padded, bits, ...)
+        for kind, fields in re.findall(r"static const (\w+)PackedDspParams \w+ = \{(.*_stream)\};", source):
+            if int(fields.split(", ")[2 if kind == "Gemm" else 0]) == bits:
+                streamed.append(kind)
+        assert "Gemm" in streamed and streamed.count("Depthwise") == 3, (bits, streamed)  # 9, 5 and 3 taps

@@ -428,23 +428,33 @@ class DepthwiseConvOp(ConvOp):
             padded[:, :kh * kw] = groups
             words = np.ascontiguousarray(padded).astype("<i2").reshape(-1).view("<u4")
             self.dsp_template = self.packed_template(mode, kh * kw if kh * kw in (3, 5, 9) else 0)
+            if mode == 1 and kh * kw in (3, 5, 9):
+                packed = pack_pair_words(words, self.bits).reshape(c // 4, -1)
+                return self.depthwise_stream(folded << (16 - self.bits), packed, fq.rows, zp_in,
+                                             f"DepthwisePackedDspParams {n}_dsp = {{{self.bits}, ")
             return (c_array("uint32_t", f"{n}_filter4", pack_pair_words(words, self.bits)) +
                     c_array("int32_t", f"{n}_bias32", (folded << (16 - self.bits)).astype(np.int32)) +
                     c_array("int8_t", f"{n}_padding", np.full(c, zp_in, np.int8)) + table +
                     f"static const DepthwisePackedDspParams {n}_dsp = {{{self.bits}, {fast}, {n}_filter4, {n}_bias32, "
                     f"{n}_padding, {mode}}};\n")
         if mode == 1 and kh * kw in (3, 5, 9):
-            requant = np.array(fq.rows, np.int64).reshape(c // 4, 8)
             doubled = (2 * np.ascontiguousarray(groups)).astype("<i2").reshape(c // 4, -1).view("<u4")
-            stream = np.concatenate([2 * folded.reshape(c // 4, 4), doubled.astype(np.int64), requant], axis=1)
-            return (c_array("uint32_t", f"{n}_stream", (stream & 0xFFFFFFFF).astype(np.uint32)) +
-                    c_array("int8_t", f"{n}_padding", np.full(c, zp_in, np.int8)) +
-                    f"static const DepthwiseDspParams {n}_dsp = {{nullptr, nullptr, nullptr, {n}_padding, {mode}, "
-                    f"{n}_stream}};\n")
+            return self.depthwise_stream(2 * folded, doubled, fq.rows, zp_in, f"DepthwiseDspParams {n}_dsp = {{")
         return (c_array("uint32_t", f"{n}_filter16", widened) +
                 c_array("int32_t", f"{n}_bias32", folded.astype(np.int32)) +
                 c_array("int8_t", f"{n}_padding", np.full(c, zp_in, np.int8)) + table +
                 f"static const DepthwiseDspParams {n}_dsp = {{{fast}, {n}_filter16, {n}_bias32, {n}_padding, {mode}}};\n")
+
+    def depthwise_stream(self, bias: np.ndarray, filter_words: np.ndarray, rows: list[list[int]], zp_in: int,
+                         params: str) -> str:
+        """The stream of dsp/depthwise_stream.h (biases as the kernel starts from them, the filter words of each
+        group of 4 channels, the [multiplier, ~shift] rows) and the params struct `params` opens."""
+        n, groups = self.name, len(filter_words)
+        stream = np.concatenate([bias.reshape(groups, 4), filter_words.astype(np.int64),
+                                 np.array(rows, np.int64).reshape(groups, 8)], axis=1)
+        return (c_array("uint32_t", f"{n}_stream", (stream & 0xFFFFFFFF).astype(np.uint32)) +
+                c_array("int8_t", f"{n}_padding", np.full(4 * groups, zp_in, np.int8)) +
+                f"static const {params}nullptr, nullptr, nullptr, {n}_padding, 1, {n}_stream}};\n")
 
 
 class FullyConnectedOp(Op):

@@ -167,6 +167,7 @@ struct DepthwisePackedDspParams {  // as DepthwiseDspParams; taps padded with ze
   const int32_t* bias;     // as DepthwiseDspParams, times 2^(16 - bits)
   const int8_t* padding;
   int32_t fast_mode;
+  const uint32_t* stream;  // as DepthwiseDspParams::stream, with this layout's filter words (dsp/depthwise_stream.h)
 };
 
 namespace dsp {

@@ -5,12 +5,11 @@
 // register each (kernels.h DepthwisePackedDspParams): per tap and 4 channels 10 instructions where the int8
 // kernel takes 9, plus one word load per 2 (4-bit) or 4 (2-bit) taps. The accumulators start at the bias
 // times 2^(16 - bits) (the code generator proves it fits) and are shifted back once.
+#include "depthwise_stream.h"
 #include "gemm_packed.h"
 
 namespace tx::dsp {
 namespace {
-
-constexpr int32_t kMaxTaps = 64;  // as the int8 kernel: larger filters take the portable one
 
 template <int32_t kBits>
 constexpr uint32_t kLaneMask = kBits == 4 ? 0xF000F000u : 0xC000C000u;
@@ -106,57 +105,36 @@ __attribute__((always_inline)) inline const uint32_t* accumulate_group(intptr_t 
   return w;
 }
 
-// The whole layer, as depthwise_conv_s8.cc's run(): per-layer tap offsets, own offsets only on the border.
+// The whole layer, as depthwise_conv_s8.cc's run().
 template <int32_t kBits, int32_t kTaps, int kMode, bool kClamp>
 void run(const ConvParams& p, const DepthwisePackedDspParams& d, const int8_t* input, int8_t* output) {
   constexpr int32_t kScale = 16 - kBits;  // the sums are exact multiples of 2^kScale
   const Requantization q{p.multiplier, p.shift, p.output_offset, p.act_min, p.act_max};
   const Requantizer<kMode, kClamp> requantize(q, d.fast_requant);
-  const int32_t in_h = p.input.h, in_w = p.input.w, c = p.input.c;
-  const int32_t fh = p.filter.h, fw = p.filter.w, count = fh * fw;
-  intptr_t inside_offsets[kMaxTaps], border_offsets[kMaxTaps];
-  for (int32_t ky = 0, t = 0; ky < fh; ++ky) {
-    for (int32_t kx = 0; kx < fw; ++kx, ++t) inside_offsets[t] = (p.dilation_h * ky * in_w + p.dilation_w * kx) * c;
-  }
-  // the output columns whose taps are all inside the input horizontally: [ox_first, ox_end)
-  int32_t ox_first = 0, ox_end = p.output.w;
-  while (ox_first < ox_end && ox_first * p.stride_w - p.pad_w < 0) ++ox_first;
-  while (ox_end > ox_first && (ox_end - 1) * p.stride_w - p.pad_w + p.dilation_w * (fw - 1) >= in_w) --ox_end;
-  const intptr_t padding = reinterpret_cast<intptr_t>(d.padding);
-  int8_t* out = output;
-  for (int32_t b = 0; b < p.output.n; ++b) {
-    for (int32_t oy = 0; oy < p.output.h; ++oy) {
-      const int32_t y0 = oy * p.stride_h - p.pad_h;
-      const bool rows_inside = y0 >= 0 && y0 + p.dilation_h * (fh - 1) < in_h;
-      for (int32_t ox = 0; ox < p.output.w; ++ox, out += c) {
-        const int32_t x0 = ox * p.stride_w - p.pad_w;
-        // integer arithmetic: on the border this address lies outside the input and is never read itself
-        const intptr_t base = reinterpret_cast<intptr_t>(input) + ((b * in_h + y0) * in_w + x0) * c;
-        const intptr_t* offsets = inside_offsets;
-        if (!rows_inside || ox < ox_first || ox >= ox_end) {
-          for (int32_t ky = 0, t = 0; ky < fh; ++ky) {
-            const int32_t y = y0 + p.dilation_h * ky;
-            for (int32_t kx = 0; kx < fw; ++kx, ++t) {
-              const int32_t x = x0 + p.dilation_w * kx;
-              const bool inside = y >= 0 && y < in_h && x >= 0 && x < in_w;
-              border_offsets[t] = inside ? inside_offsets[t] : padding - base;
-            }
-          }
-          offsets = border_offsets;
-        }
-        const uint32_t* w = d.filter;
-        for (int32_t ch = 0; ch < c; ch += 4) {
-          Acc4 acc{d.bias[ch], d.bias[ch + 1], d.bias[ch + 2], d.bias[ch + 3]};
-          w = accumulate_group<kBits, kTaps>(base + ch, offsets, count, w, acc);
-          const uint32_t packed = pack_s8x4(requantize.unclamped(acc.c0 >> kScale, ch),
-                                            requantize.unclamped(acc.c1 >> kScale, ch + 1),
-                                            requantize.unclamped(acc.c2 >> kScale, ch + 2),
-                                            requantize.unclamped(acc.c3 >> kScale, ch + 3));
-          store32(out + ch, requantize.clamp4(packed));
-        }
-      }
+  const int32_t c = p.input.c, count = p.filter.h * p.filter.w;
+  for_each_pixel(p, d.padding, input, output, [&](intptr_t base, const intptr_t* offsets, int8_t* out) {
+    const uint32_t* w = d.filter;
+    for (int32_t ch = 0; ch < c; ch += 4) {
+      Acc4 acc{d.bias[ch], d.bias[ch + 1], d.bias[ch + 2], d.bias[ch + 3]};
+      w = accumulate_group<kBits, kTaps>(base + ch, offsets, count, w, acc);
+      const uint32_t packed = pack_s8x4(requantize.unclamped(acc.c0 >> kScale, ch),
+                                        requantize.unclamped(acc.c1 >> kScale, ch + 1),
+                                        requantize.unclamped(acc.c2 >> kScale, ch + 2),
+                                        requantize.unclamped(acc.c3 >> kScale, ch + 3));
+      store32(out + ch, requantize.clamp4(packed));
     }
-  }
+  });
+}
+
+// Layers with a stream (depthwise_stream.h).
+template <int32_t kBits>
+void run_stream(const ConvParams& p, const DepthwisePackedDspParams& d, const int8_t* input, int8_t* output) {
+  const DepthwiseStreamPixel pixel = depthwise_stream_pixel<kBits>(p.filter.h * p.filter.w);
+  DepthwiseStreamJob job{nullptr, p.input.c, 1 + 2 * p.output_offset, splat_s8x4(p.act_min), splat_s8x4(p.act_max)};
+  for_each_pixel(p, d.padding, input, output, [&](intptr_t base, const intptr_t* offsets, int8_t* out) {
+    job.offsets = offsets;
+    pixel(d.stream, out, base, job);
+  });
 }
 
 #if defined(__ARM_FEATURE_DSP) && defined(__thumb2__)
@@ -170,6 +148,7 @@ constexpr bool kUnrolled = false;  // one body for every tap count (accumulate_g
 template <int32_t kBits, int32_t kTaps, int kMode, bool kClamp>
 void depthwise_conv_packed_s8(const ConvParams& p, const DepthwisePackedDspParams& d, const int8_t* input,
                               int8_t* output) {
+  if (kMode == kRightShiftRequant && d.stream != nullptr) return run_stream<kBits>(p, d, input, output);
   run<kBits, kUnrolled ? kTaps : 0, kMode, kClamp>(p, d, input, output);
 }
 

@@ -10,8 +10,6 @@
 namespace tx::dsp {
 namespace {
 
-constexpr int32_t kMaxTaps = 64;  // the code generator uses the portable kernel for larger filters
-
 struct Acc4 {
   int32_t c0, c1, c2, c3;
 };
@@ -58,51 +56,6 @@ inline void accumulate_group(intptr_t group_base, const intptr_t* offsets, int32
   acc = {a0, a1, a2, a3};
 }
 
-// Calls visit(base, offsets, out) for each output pixel, where base is the address of its top-left tap's
-// channel 0 and tap t's 4 inputs of a group lie at (group base) + offsets[t]. The taps sit at fixed byte
-// offsets (computed once per layer); only pixels on the border get their own, where the taps outside the
-// input point at the zero-point vector instead.
-template <typename Visit>
-inline void for_each_pixel(const ConvParams& p, const int8_t* padding_vector, const int8_t* input, int8_t* output,
-                           Visit&& visit) {
-  const int32_t in_h = p.input.h, in_w = p.input.w, c = p.input.c;
-  const int32_t fh = p.filter.h, fw = p.filter.w;
-  intptr_t inside_offsets[kMaxTaps], border_offsets[kMaxTaps];
-  for (int32_t ky = 0, t = 0; ky < fh; ++ky) {
-    for (int32_t kx = 0; kx < fw; ++kx, ++t) inside_offsets[t] = (p.dilation_h * ky * in_w + p.dilation_w * kx) * c;
-  }
-  // the output columns whose taps are all inside the input horizontally: [ox_first, ox_end)
-  int32_t ox_first = 0, ox_end = p.output.w;
-  while (ox_first < ox_end && ox_first * p.stride_w - p.pad_w < 0) ++ox_first;
-  while (ox_end > ox_first && (ox_end - 1) * p.stride_w - p.pad_w + p.dilation_w * (fw - 1) >= in_w) --ox_end;
-  const intptr_t padding = reinterpret_cast<intptr_t>(padding_vector);
-  int8_t* out = output;
-  for (int32_t b = 0; b < p.output.n; ++b) {
-    for (int32_t oy = 0; oy < p.output.h; ++oy) {
-      const int32_t y0 = oy * p.stride_h - p.pad_h;
-      const bool rows_inside = y0 >= 0 && y0 + p.dilation_h * (fh - 1) < in_h;
-      for (int32_t ox = 0; ox < p.output.w; ++ox, out += c) {
-        const int32_t x0 = ox * p.stride_w - p.pad_w;
-        // integer arithmetic: on the border this address lies outside the input and is never read itself
-        const intptr_t base = reinterpret_cast<intptr_t>(input) + ((b * in_h + y0) * in_w + x0) * c;
-        const intptr_t* offsets = inside_offsets;
-        if (!rows_inside || ox < ox_first || ox >= ox_end) {
-          for (int32_t ky = 0, t = 0; ky < fh; ++ky) {
-            const int32_t y = y0 + p.dilation_h * ky;
-            for (int32_t kx = 0; kx < fw; ++kx, ++t) {
-              const int32_t x = x0 + p.dilation_w * kx;
-              const bool inside = y >= 0 && y < in_h && x >= 0 && x < in_w;
-              border_offsets[t] = inside ? inside_offsets[t] : padding - base;
-            }
-          }
-          offsets = border_offsets;
-        }
-        visit(base, offsets, out);
-      }
-    }
-  }
-}
-
 // The whole layer, one instantiation per tap count, requantization mode and activation. Out of line:
 // inlined into the dispatch beside its siblings, the loops get worse registers.
 template <int32_t kTaps, int kMode, bool kClamp>
@@ -126,7 +79,7 @@ __attribute__((noinline)) void run(const ConvParams& p, const DepthwiseDspParams
 // Layers with a stream (depthwise_stream.h).
 __attribute__((noinline)) void run_stream(const ConvParams& p, const DepthwiseDspParams& d, const int8_t* input,
                                           int8_t* output) {
-  const DepthwiseStreamPixel pixel = depthwise_stream_pixel(p.filter.h * p.filter.w);
+  const DepthwiseStreamPixel pixel = depthwise_stream_pixel<8>(p.filter.h * p.filter.w);
   DepthwiseStreamJob job{nullptr, p.input.c, 1 + 2 * p.output_offset, splat_s8x4(p.act_min), splat_s8x4(p.act_max)};
   for_each_pixel(p, d.padding, input, output, [&](intptr_t base, const intptr_t* offsets, int8_t* out) {
     job.offsets = offsets;
