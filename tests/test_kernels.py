@@ -182,3 +182,32 @@ def test_dead_channels_keep_the_short_requantization(target, tmp_path):
     with firmware(target, fw.binary) as dev:
         for sample in rng.integers(-128, 128, (8, 9, 9, 8)).astype(np.int8):
             assert np.array_equal(dev.infer(sample).output, reference(sample[None])[0].reshape(-1))
+
+
+@pytest.mark.parametrize("target", ["host", "qemu-m4"])
+def test_full_width_filters_run_as_one_row(target, tmp_path):
+    """CONV_2D filters spanning the input's whole width (1-D models written as (k x 1) convolutions) are given to
+    the kernels transposed, so a receptive field is one contiguous run: valid and same padding, stride 2 and
+    dilation 2, portable and DSP kernels, against TFLite Micro."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(9)
+    inp = keras.Input((17, 3, 5))
+    x = layers.Conv2D(6, (4, 3), activation="relu")(inp)  # 17x3 -> 14x1, whole width, valid
+    x = layers.Conv2D(6, (5, 1), strides=(2, 1), padding="same")(x)  # whole width 1, padded rows
+    x = layers.Conv2D(4, (3, 1), dilation_rate=(2, 1), padding="same", activation="relu")(x)
+    out = layers.Dense(5)(layers.Flatten()(x))
+    rng = np.random.default_rng(4)
+    buf = convert_int8(keras.Model(inp, out), rng.normal(0, 1, (32, 17, 3, 5)).astype(np.float32))
+    path = tmp_path / "rows.tflite"
+    path.write_bytes(buf)
+    reference = StageInterpreter(buf)
+    x = rng.integers(-128, 128, (8, 17, 3, 5)).astype(np.int8)
+    for kernels in ("portable", "dsp"):
+        fw = build(path, target, tmp_path / kernels, kernels=kernels)
+        source = (tmp_path / kernels / "model.cc").read_text()
+        assert "ConvParams s0_l0_params = {{1, 1, 17, 15}, {6, 1, 4, 15}, {1, 1, 14, 6}" in source
+        with firmware(target, fw.binary) as dev:
+            for sample in x:
+                assert np.array_equal(dev.infer(sample).output, reference(sample[None])[0].reshape(-1)), kernels

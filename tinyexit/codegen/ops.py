@@ -19,8 +19,9 @@ def c_array(ctype: str, name: str, values: np.ndarray) -> str:
     return f"alignas(8) static const {ctype} {name}[{max(flat.size, 1)}] = {{{body}}};\n"
 
 
-def shape4(t: Tensor) -> str:
-    s = list(t.shape)
+def shape4(t: Tensor | tuple) -> str:
+    """A tensor's (or a shape's) dimensions as a C++ Shape4, padded at the front to 4."""
+    s = list(t.shape if isinstance(t, Tensor) else t)
     s = [1] * (4 - len(s)) + s
     return "{" + ", ".join(str(d) for d in s) + "}"
 
@@ -344,27 +345,45 @@ def _zp(t: Tensor) -> int:
 
 class ConvOp(Op):
     kernel = "conv_s8"
+    merges_rows = True  # CONV_2D sums over a whole row's width and channels alike (not DEPTHWISE_CONV_2D)
+
+    def geometry(self) -> dict:
+        """Shapes, strides, dilations and padding as the kernel gets them. A CONV_2D whose filter spans the
+        input's whole width without padding (1-D models written as (k x 1) convolutions) is given as its
+        transpose over the same bytes: height as width, a row's width x channels as channels. Then the rows
+        of a receptive field are one contiguous run, which the DSP kernels gather as whole words (one run of
+        k * C bytes instead of k runs of C, each padded to a word)."""
+        o = self.op.options
+        inp, w, out = self.t(self.op.inputs[0]), self.t(self.op.inputs[1]), self.t(self.op.outputs[0])
+        n, in_h, in_w, in_c = [1] * (4 - len(inp.shape)) + list(inp.shape)
+        _, out_h, out_w, out_c = out.shape
+        oc, kh, kw, wc = w.shape
+        dh, dw = getattr(o, "dilationHFactor", 1) or 1, getattr(o, "dilationWFactor", 1) or 1
+        same = o.padding == 0
+        pad_h = same_padding(o.strideH, dh, in_h, kh, out_h) if same else 0
+        pad_w = same_padding(o.strideW, dw, in_w, kw, out_w) if same else 0
+        g = dict(input=(n, in_h, in_w, in_c), filter=(oc, kh, kw, wc), output=(n, out_h, out_w, out_c),
+                 stride=(o.strideH, o.strideW), dilation=(dh, dw), pad=(pad_h, pad_w))
+        if self.merges_rows and kw == in_w and out_w == 1 and pad_w == 0 and dw == 1 and kh > 1:
+            g = dict(input=(n, 1, in_h, in_w * in_c), filter=(oc, 1, kh, kw * wc), output=(n, 1, out_h, out_c),
+                     stride=(1, o.strideH), dilation=(1, dh), pad=(0, pad_h))
+        return g
 
     def definitions(self) -> str:
         o = self.op.options
         inp, w, out = self.t(self.op.inputs[0]), self.t(self.op.inputs[1]), self.t(self.op.outputs[0])
         bias = self.t(self.op.inputs[2]) if len(self.op.inputs) > 2 and self.op.inputs[2] >= 0 else None
-        _, in_h, in_w, _ = inp.shape
-        _, out_h, out_w, out_c = out.shape
-        kh, kw = w.shape[1], w.shape[2]
-        dh, dw = getattr(o, "dilationHFactor", 1) or 1, getattr(o, "dilationWFactor", 1) or 1
-        same = o.padding == 0
-        pad_h = same_padding(o.strideH, dh, in_h, kh, out_h) if same else 0
-        pad_w = same_padding(o.strideW, dw, in_w, kw, out_w) if same else 0
+        g = self.geometry()
+        out_c = g["output"][3]
         scales = np.broadcast_to(w.scale, (out_c,))
         mults = [quantize_multiplier(_scale(inp) * f32(s) / _scale(out)) for s in scales]
         lo, hi = activation_range(o.fusedActivationFunction, _scale(out), _zp(out))
         dm = getattr(o, "depthMultiplier", 1) or 1
         n = self.name
         text = self.weight_arrays(w, bias, mults)
-        text += (f"static const ConvParams {n}_params = {{{shape4(inp)}, {shape4(w)}, {shape4(out)}, "
-                 f"{o.strideH}, {o.strideW}, {dh}, {dw}, {pad_h}, {pad_w}, {dm}, {-_zp(inp)}, {_zp(out)}, "
-                 f"{lo}, {hi}, {n}_mult, {n}_shift}};\n")
+        text += (f"static const ConvParams {n}_params = {{{shape4(g['input'])}, {shape4(g['filter'])}, "
+                 f"{shape4(g['output'])}, {g['stride'][0]}, {g['stride'][1]}, {g['dilation'][0]}, {g['dilation'][1]}, "
+                 f"{g['pad'][0]}, {g['pad'][1]}, {dm}, {-_zp(inp)}, {_zp(out)}, {lo}, {hi}, {n}_mult, {n}_shift}};\n")
         if self.dsp:
             text += "#if TX_DSP_KERNELS\n" + self.dsp_definitions(w, bias, mults) + "#endif\n"
         return text
@@ -378,7 +397,9 @@ class ConvOp(Op):
                                                       _bias_data(self.op, self.graph))
         k = int(np.prod(w.shape[1:]))
         # the inputs contiguous in memory: a filter row, or one tap when the filter is dilated horizontally
-        self.run_bytes = w.shape[3] * (w.shape[2] if (getattr(self.op.options, "dilationWFactor", 1) or 1) == 1 else 1)
+        g = self.geometry()
+        _, _, kw, channels = g["filter"]
+        self.run_bytes = channels * (kw if g["dilation"][1] == 1 else 1)
         self.scratch_bytes = gemm_scratch_bytes(k, self.run_bytes) if self.dsp else 0
 
     def dsp_definitions(self, w: Tensor, bias: Tensor | None, mults) -> str:
@@ -390,6 +411,7 @@ class ConvOp(Op):
 
 class DepthwiseConvOp(ConvOp):
     kernel = "depthwise_conv_s8"
+    merges_rows = False
 
     def check(self):
         w = self.t(self.op.inputs[1])
