@@ -45,18 +45,20 @@ namespace tx::dsp {
   "str r4, [r1], #4\n"                                                              \
   "add r2, r2, #4\n" LOOP
 
-// int8, r3 offsets and lr the outputs' end in registers: 9 instructions per tap and 4 channels, 32 per group.
-#define TX_DW_TAP8                                                                  \
+// One tap: its 4 inputs through the offset table, widened (channels 0, 2 | 1, 3), times the weight pairs WEIGHTS
+// puts in r10 (channels 0, 2) and r11 (1, 3).
+#define TX_DW_TAP_WITH(WEIGHTS)                                                     \
   "ldr r9, [r8], #4\n"                                                              \
-  "ldr r9, [r2, r9]\n"             /* the tap's 4 inputs */                         \
-  "ldrd r10, r11, [r0], #8\n"      /* weights of channels 0, 2 | 1, 3 */             \
+  "ldr r9, [r2, r9]\n" WEIGHTS                                                      \
   "sxtb16 r12, r9\n"                                                                \
   "sxtb16 r9, r9, ror #8\n"                                                         \
   "smlabb r4, r12, r10, r4\n"                                                       \
   "smlatt r6, r12, r10, r6\n"                                                       \
   "smlabb r5, r9, r11, r5\n"                                                        \
   "smlatt r7, r9, r11, r7\n"
+#define TX_DW_TAP8 TX_DW_TAP_WITH("ldrd r10, r11, [r0], #8\n")
 
+// int8, r3 offsets and lr the outputs' end in registers: 9 instructions per tap and 4 channels, 32 per group.
 #define TX_DW_INT8(TAPS)                                                                                       \
   __attribute__((naked)) void depthwise_pixel8_##TAPS(const uint32_t*, int8_t*, intptr_t,                     \
                                                        const DepthwiseStreamJob&) {                            \
@@ -77,17 +79,7 @@ namespace tx::dsp {
 // Sub-byte: r3 the filter word, lr the lane mask; a tap's two int16 weight pairs are cut out of r3 by one AND
 // with a shifted register each (kernels.h): 10 instructions per tap, one load per word.
 #define TX_DW_WORD "ldr r3, [r0], #4\n"
-#define TX_DW_TAP(S0, S1)                                                           \
-  "ldr r9, [r8], #4\n"                                                              \
-  "ldr r9, [r2, r9]\n"                                                              \
-  "and r10, lr, r3, lsl #" #S0 "\n"                                                 \
-  "and r11, lr, r3, lsl #" #S1 "\n"                                                 \
-  "sxtb16 r12, r9\n"                                                                \
-  "sxtb16 r9, r9, ror #8\n"                                                         \
-  "smlabb r4, r12, r10, r4\n"                                                       \
-  "smlatt r6, r12, r10, r6\n"                                                       \
-  "smlabb r5, r9, r11, r5\n"                                                        \
-  "smlatt r7, r9, r11, r7\n"
+#define TX_DW_TAP(S0, S1) TX_DW_TAP_WITH("and r10, lr, r3, lsl #" #S0 "\n" "and r11, lr, r3, lsl #" #S1 "\n")
 #define TX_DW_WORD4 TX_DW_WORD TX_DW_TAP(0, 4) TX_DW_TAP(8, 12)
 #define TX_DW_WORD2 TX_DW_WORD TX_DW_TAP(0, 2) TX_DW_TAP(4, 6) TX_DW_TAP(8, 10) TX_DW_TAP(12, 14)
 
