@@ -62,20 +62,36 @@ def test_retrofit_a_residual_network_from_the_command_line(tmp_path, datasets):
 
 
 @pytest.mark.slow
-def test_retrofit_mobilenet_keeps_the_pretrained_weights(tmp_path, mobilenet_path, har):
+def test_retrofit_mobilenet_keeps_the_pretrained_weights(mobilenet_path):
     from tinyexit.data import load
-    from tinyexit.train import predict_logits, train
+    from tinyexit.train import predict_logits
 
     ds = load("vww")
     pretrained = retrofit.load_pretrained(mobilenet_path)
     before = [w.copy() for w in pretrained.get_weights()]
     model, spec = retrofit.attach_exits(pretrained, retrofit.choose_cuts(pretrained, None), "vww", ds.classes,
                                         ds.preprocessing)
-    model = train(spec, ds, epochs=1, verbose=0, model=model, early_exit_weight=1.0)
+    untrained = [w.copy() for w in model.get_layer("exit0").get_weights()]
+    model = retrofit.train_heads(model, spec, ds, epochs=1, views=2)
     after = pretrained.get_weights()
     assert all(np.array_equal(a, b) for a, b in zip(before, after))
-    final = predict_logits(model, ds.test.x[:16])[-1]
+    assert not all(np.array_equal(a, b) for a, b in zip(untrained, model.get_layer("exit0").get_weights()))
+    exit_logits, final = predict_logits(model, ds.test.x[:16])
     assert np.allclose(final, pretrained.predict(ds.test.x[:16], verbose=0), atol=1e-5)
+    assert exit_logits.shape == (16, 2) and np.isfinite(exit_logits).all()
+
+
+def test_vww_augmentation_moves_the_image_but_keeps_its_range(datasets):
+    from tinyexit.data import load
+
+    ds = load("vww")
+    rng = np.random.default_rng(0)
+    views = ds.train.augment(np.arange(8), rng)
+    assert views.shape == ds.train.x[:8].shape and views.dtype == np.float32
+    assert views.min() >= 0.0 and views.max() <= 1.0
+    assert not np.allclose(views, ds.train.x[:8], atol=0.05)
+    again = ds.train.augment(np.arange(8), np.random.default_rng(0))
+    assert np.array_equal(views, again)  # seeded: runs repeat
 
 
 def test_bad_pretrained_inputs_give_one_clear_error(tmp_path, mobilenet_path, datasets):

@@ -361,15 +361,16 @@ def finish(model, spec, ds: Dataset, out: Path, budget_pp: float = 1.0, seed: in
     return report
 
 
-def retrofit(pretrained_path: Path, ds: Dataset, out: Path, after: list[str] | None = None, epochs: int = 40,
+def retrofit(pretrained_path: Path, ds: Dataset, out: Path, after: list[str] | None = None, epochs: int | None = None,
              budget_pp: float = 1.0, seed: int = 0, agreement_samples: int = 300, search: bool = False,
              firmware_samples: int | None = None) -> dict:
     """Freeze a pretrained model, train T-RECX heads at the chosen layers, then export, calibrate, report.
-    `search`: choose the layer with the placement analysis instead of `after` / the T-RECX default."""
+    `search`: choose the layer with the placement analysis instead of `after` / the T-RECX default.
+    `epochs`: passes of head training over the augmented views (retrofit.train_heads)."""
     from tinyexit import retrofit as rf
-    from tinyexit.train import train as fit
 
     clock = Stopwatch()
+    epochs = epochs or rf.HEAD_EPOCHS
     pretrained = rf.load_pretrained(pretrained_path)
     check_input({"input": {"shape": [1, *pretrained.inputs[0].shape[1:]]}}, ds.train)
     print("[1/8] the pretrained model quantized to int8 as is (no exits), on the test split")
@@ -378,7 +379,7 @@ def retrofit(pretrained_path: Path, ds: Dataset, out: Path, after: list[str] | N
     if search:
         from tinyexit import place
 
-        print("[2/8] exit placement analysis over the separable blocks (backbone frozen), heads trained together")
+        print("[2/8] exit placement analysis: a head after every separable block (backbone frozen)")
         placement, heads = place.analyse(ds, out / "place", head_epochs=epochs, budget_pp=budget_pp, seed=seed,
                                          pretrained=pretrained)
         write_json(out / "place" / "placement.json", placement)
@@ -391,7 +392,7 @@ def retrofit(pretrained_path: Path, ds: Dataset, out: Path, after: list[str] | N
         cuts = rf.choose_cuts(pretrained, after)
         print(f"[3/8] training exit heads after {cuts} (backbone frozen)")
         model, spec = rf.attach_exits(pretrained, cuts, ds.task, ds.classes, ds.preprocessing)
-        model = fit(spec, ds, epochs=epochs, early_exit_weight=1.0, seed=seed, verbose=keras_verbosity(), model=model)
+        model = rf.train_heads(model, spec, ds, epochs=epochs, seed=seed, verbose=keras_verbosity())
     models.save(model, spec, out / "model")
     return finish(model, spec, ds, out, budget_pp, seed, agreement_samples, clock, None,
                   extra={"pretrained": str(pretrained_path), "cuts": cuts, "int8_pretrained_accuracy": pretrained_int8,

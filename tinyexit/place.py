@@ -39,6 +39,8 @@ def analyse(ds: Dataset, out_dir: Path, epochs: int = 30, head_epochs: int = 15,
                 layer.trainable = False
         cut_layers = [f"block{b}" for b in candidates]
         macs_no_exit = macs_of(models.backbone_only(base))
+        heads = train(heads_spec, ds, epochs=head_epochs, seed=seed, verbose=verbose, model=heads,
+                      early_exit_weight=1.0)
     else:
         from tinyexit import retrofit
 
@@ -46,8 +48,7 @@ def analyse(ds: Dataset, out_dir: Path, epochs: int = 30, head_epochs: int = 15,
         candidates = list(range(1, len(cut_layers) + 1))
         macs_no_exit = macs_of(pretrained)
         heads, heads_spec = retrofit.attach_exits(pretrained, cut_layers, ds.task, ds.classes, ds.preprocessing)
-    heads = train(heads_spec, ds, epochs=head_epochs, seed=seed, verbose=verbose, model=heads,
-                  early_exit_weight=1.0)
+        heads = retrofit.train_heads(heads, heads_spec, ds, epochs=head_epochs, seed=seed, verbose=verbose)
     rows = [dict(block=b, cut=cut, head=f"exit{j}",
                  **_candidate(heads, heads_spec, (cut, f"exit{j}"), ds, macs_no_exit, budget_pp, seed))
             for j, (b, cut) in enumerate(zip(candidates, cut_layers))]

@@ -24,7 +24,8 @@ HELP = ("run everything on a task with defaults: placement analysis, training, i
 def add_arguments(p) -> None:
     add_data_arguments(p)
     p.add_argument("--out", metavar="DIR", help="output folder (default: out/<task>)")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (default 30)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default 30; for a retrofit: passes of head training over the augmented views, "
+                        "default 4)")
     p.add_argument("--exits-after", type=int, nargs="+", metavar="BLOCK",
                    help="skip the placement analysis and put exits after these blocks")
     p.add_argument("--budget-pp", type=float, default=1.0, help="calibration accuracy budget (default 1 pp)")
@@ -67,7 +68,7 @@ def run(args) -> int:
             if not all(1 <= b <= len(blocks) for b in args.exits_after):
                 raise TinyexitError(f"--exits-after: the pretrained {args.task} model has blocks 1..{len(blocks)}")
             after = [blocks[b - 1] for b in sorted(set(args.exits_after))]
-        pipeline.retrofit(PRETRAINED[args.task](), ds, out, after=after, epochs=epochs, budget_pp=args.budget_pp,
+        pipeline.retrofit(PRETRAINED[args.task](), ds, out, after=after, epochs=args.epochs, budget_pp=args.budget_pp,
                           seed=args.seed, agreement_samples=args.agreement_samples, search=after is None,
                           firmware_samples=args.firmware_samples)
         print(f"wrote {out}/report.json; plot: {out}/export/pareto.png")

@@ -15,7 +15,8 @@ def add_arguments(p) -> None:
                    help="layer name(s) to attach exits after (default: the end of the 3rd depthwise-separable block)")
     p.add_argument("--place", action="store_true",
                    help="choose the layer by placement analysis (every separable block) instead of --after")
-    p.add_argument("--epochs", type=int, default=40, help="exit head training epochs (default 40)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="passes of exit head training over 24 augmented copies of the training images (default 4)")
     p.add_argument("--budget-pp", type=float, default=1.0, help="calibration accuracy budget (default 1 pp)")
     p.add_argument("--agreement-samples", type=int, default=300,
                    help="test samples on which LiteRT is compared with TFLite Micro (default 300)")

@@ -105,16 +105,22 @@ def load_vww(path: str | Path | None = None, seed: int = 0) -> Dataset:
         return Split(x[m], y[m], ids[m])
 
     train = split(0)
-    train.augment = lambda idx, rng: _flip(train.x[idx], rng)
+    train.augment = lambda idx, rng: augment(train.x[idx], rng)
     preprocessing = {"kind": "image", "layout": "NHWC (1, 96, 96, 3) RGB", "scale": "x / 255",
                      "then": "q = clip(round((x / 255) / input.scale) + input.zero_point, -128, 127)",
                      "split": f"stratified, seed {seed}: 40% train (exit heads) / 30% validation / 30% test"}
     return Dataset("vww", CLASSES, train, split(1), split(2), preprocessing)
 
 
-def _flip(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Training augmentation: random horizontal flips (a person is a person in a mirror)."""
-    flip = rng.random(len(x)) < 0.5
-    out = x.copy()
-    out[flip] = out[flip, :, ::-1]
-    return out
+def augment(x: np.ndarray, rng: np.random.Generator, max_shift: int = 12) -> np.ndarray:
+    """Training augmentation: a random horizontal flip (a person is a person in a mirror), a shift of up to
+    `max_shift` pixels each way (edges mirrored) and a brightness / contrast change of up to 10% / 20%."""
+    n = len(x)
+    flip = rng.random(n) < 0.5
+    x = np.where(flip[:, None, None, None], x[:, :, ::-1], x)
+    padded = np.pad(x, ((0, 0), (max_shift, max_shift), (max_shift, max_shift), (0, 0)), mode="reflect")
+    dy, dx = rng.integers(0, 2 * max_shift + 1, (2, n))
+    out = np.stack([padded[i, dy[i]:dy[i] + SIZE, dx[i]:dx[i] + SIZE] for i in range(n)])
+    brightness = rng.uniform(-0.1, 0.1, (n, 1, 1, 1))
+    contrast = rng.uniform(0.8, 1.2, (n, 1, 1, 1))
+    return np.clip((out - 0.5) * contrast + 0.5 + brightness, 0.0, 1.0).astype(np.float32)
