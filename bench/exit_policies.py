@@ -25,10 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyexit import calibrate as cal
-from tinyexit import manifest as mf
-from tinyexit import pipeline, policy
-from tinyexit.reference import load_stages, quantize_input
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tinyexit import calibrate as cal  # noqa: E402
+from tinyexit import manifest as mf  # noqa: E402
+from tinyexit import pipeline, policy  # noqa: E402
+from tinyexit.reference import load_stages, quantize_input  # noqa: E402
 
 TOLERANCE_PP = 0.2
 
