@@ -45,6 +45,20 @@ inline void widen_vector(const int8_t* src, int32_t count, int32_t input_offset,
   column.zeros(k_padded / 4 - words);
 }
 
+// Widens the FULLY_CONNECTED input rows two at a time into the column buffer and hands each pair to
+// multiply(first row, whether there is a second): an odd count widens its last row twice, and the second
+// copy's results are dropped.
+template <typename Multiply>
+inline void for_row_pairs(const FullyConnectedParams& p, int32_t k_padded, const int8_t* input, uint32_t* cols,
+                          Multiply&& multiply) {
+  for (int32_t first = 0; first < p.batches; first += 2) {
+    const bool pair = first + 1 < p.batches;
+    widen_vector(input + first * p.depth, p.depth, p.input_offset, k_padded, cols, 0);
+    widen_vector(input + (pair ? first + 1 : first) * p.depth, p.depth, p.input_offset, k_padded, cols, 1);
+    multiply(first, pair);
+  }
+}
+
 // Gathers the columns of one CONV_2D layer's output pixels. Constructed once per layer: the per-pixel
 // work is then an address and a bounds check, and pixels whose receptive field lies wholly inside the
 // input (all but the border) take the straight path.

@@ -13,10 +13,7 @@ void fully_connected_packed_s8(const FullyConnectedParams& p, const GemmPackedDs
   const Requantization q{p.multiplier, p.shift, p.output_offset, p.act_min, p.act_max};
   const bool streamed = kMode == kRightShiftRequant && d.stream != nullptr;
   StreamJob job = stream_job(cols, d.k_padded, p.units, p.output_offset, p.act_min, p.act_max);
-  for (int32_t first = 0; first < p.batches; first += 2) {
-    const bool pair = first + 1 < p.batches;
-    widen_vector(input + first * p.depth, p.depth, p.input_offset, d.k_padded, cols, 0);
-    widen_vector(input + (pair ? first + 1 : first) * p.depth, p.depth, p.input_offset, d.k_padded, cols, 1);
+  for_row_pairs(p, d.k_padded, input, cols, [&](int32_t first, bool pair) {
     int8_t* out = output + first * p.units;
     if (streamed) {
       if (!pair) job.b_offset = 0;
@@ -24,7 +21,7 @@ void fully_connected_packed_s8(const FullyConnectedParams& p, const GemmPackedDs
     } else {
       gemm_packed_pair<kBits, kMode, kClamp>(d, q, p.units, cols, out, pair ? out + p.units : nullptr);
     }
-  }
+  });
 }
 
 #define TX_INSTANTIATE(B, M, C)                                                                 \

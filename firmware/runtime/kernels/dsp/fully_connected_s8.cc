@@ -10,26 +10,20 @@ namespace {
 template <int kMode, bool kClamp>
 __attribute__((noinline)) void run(const FullyConnectedParams& p, const GemmDspParams& d, const Requantization& q,
                                    const int8_t* input, int8_t* output, uint32_t* cols) {
-  for (int32_t first = 0; first < p.batches; first += 2) {
-    const bool pair = first + 1 < p.batches;
-    widen_vector(input + first * p.depth, p.depth, p.input_offset, d.k_padded, cols, 0);
-    widen_vector(input + (pair ? first + 1 : first) * p.depth, p.depth, p.input_offset, d.k_padded, cols, 1);
+  for_row_pairs(p, d.k_padded, input, cols, [&](int32_t first, bool pair) {
     int8_t* out = output + first * p.units;
     gemm_pair<kMode, kClamp>(d, q, p.units, cols, out, pair ? out + p.units : nullptr);
-  }
+  });
 }
 
 // The same for layers with a stream (gemm_stream.h).
 __attribute__((noinline)) void run_stream(const FullyConnectedParams& p, const GemmDspParams& d, const int8_t* input,
                                           int8_t* output, uint32_t* cols) {
   StreamJob job = stream_job(cols, d.k_padded, p.units, p.output_offset, p.act_min, p.act_max);
-  for (int32_t first = 0; first < p.batches; first += 2) {
-    const bool pair = first + 1 < p.batches;
-    widen_vector(input + first * p.depth, p.depth, p.input_offset, d.k_padded, cols, 0);
-    widen_vector(input + (pair ? first + 1 : first) * p.depth, p.depth, p.input_offset, d.k_padded, cols, 1);
+  for_row_pairs(p, d.k_padded, input, cols, [&](int32_t first, bool pair) {
     if (!pair) job.b_offset = 0;
     gemm_stream(d.stream, output + first * p.units, job);
-  }
+  });
 }
 
 }  // namespace
