@@ -62,23 +62,23 @@ def test_retrofit_a_residual_network_from_the_command_line(tmp_path, datasets):
 
 
 @pytest.mark.slow
-def test_retrofit_mobilenet_keeps_the_pretrained_weights(mobilenet_path):
+def test_retrofit_heads_learn_the_pretrained_answers_and_leave_its_weights(mobilenet_path):
     from tinyexit.data import load
     from tinyexit.train import predict_logits
 
     ds = load("vww")
     pretrained = retrofit.load_pretrained(mobilenet_path)
     before = [w.copy() for w in pretrained.get_weights()]
-    model, spec = retrofit.attach_exits(pretrained, retrofit.choose_cuts(pretrained, None), "vww", ds.classes,
-                                        ds.preprocessing)
-    untrained = [w.copy() for w in model.get_layer("exit0").get_weights()]
-    model = retrofit.train_heads(model, spec, ds, epochs=1, views=2)
+    cut = retrofit.separable_block_outputs(pretrained)[7]  # block 8, where the demo's exit goes
+    model, spec = retrofit.attach_exits(pretrained, [cut], "vww", ds.classes, ds.preprocessing)
+    model = retrofit.train_heads(model, spec, ds, epochs=2, views=4)
     after = pretrained.get_weights()
     assert all(np.array_equal(a, b) for a, b in zip(before, after))
-    assert not all(np.array_equal(a, b) for a, b in zip(untrained, model.get_layer("exit0").get_weights()))
-    exit_logits, final = predict_logits(model, ds.test.x[:16])
-    assert np.allclose(final, pretrained.predict(ds.test.x[:16], verbose=0), atol=1e-5)
-    assert exit_logits.shape == (16, 2) and np.isfinite(exit_logits).all()
+    exit_logits, final = predict_logits(model, ds.val.x)
+    assert np.allclose(final, pretrained.predict(ds.val.x, verbose=0), atol=1e-5)
+    # distilled on 4 views of the 400 training images, the head answers as the final classifier does on
+    # most held-out images (measured 86%; an untrained head agrees on about half)
+    assert (exit_logits.argmax(1) == final.argmax(1)).mean() >= 0.8
 
 
 def test_vww_augmentation_moves_the_image_but_keeps_its_range(datasets):
