@@ -50,10 +50,10 @@ def har_model(har, tmp_path_factory):
     return model, spec, out / "export"
 
 
-def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run `tinyexit ...` as a user would: a separate process."""
+def run_cli(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `tinyexit ...` as a user would: a separate process (`env`: variables to set for it)."""
     return subprocess.run([sys.executable, "-m", "tinyexit", *args], capture_output=True, text=True,
-                          timeout=timeout, env=os.environ.copy())
+                          timeout=timeout, env={**os.environ, **(env or {})})
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:

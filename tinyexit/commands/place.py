@@ -4,8 +4,8 @@ from pathlib import Path
 
 from tinyexit.commands import add_data_arguments, add_seed_argument
 
-HELP = ("exit placement analysis: accuracy an exit reaches after each block vs the MACs spent to reach it; "
-        "prints a table, writes placement.json and placement.png")
+HELP = ("exit placement analysis: accuracy an exit reaches after each block vs the MACs and qemu-m4 instructions "
+        "spent to reach it; prints a table, writes placement.json and placement.png")
 
 
 def add_arguments(p) -> None:
