@@ -132,21 +132,23 @@ def calibrate(export_dir: Path, ds: Dataset, budget_pp: float = 1.0, out_dir: Pa
 MEASURE_SAMPLES = 20  # the kernels take the same path for every input (HAR, KWS: identical counts); an average guards
 
 
-def measure_instructions(export_dir: Path, target: str, x_q: np.ndarray, samples: int = MEASURE_SAMPLES) -> dict:
+def measure_instructions(model_path: Path, target: str, x_q: np.ndarray, samples: int = MEASURE_SAMPLES) -> dict:
     """Each stage's instruction count on an emulated core with every early exit off, averaged over the first
-    `samples` inputs: the cost model of target-driven calibration (manifest `cost.instructions[target]`)."""
+    `samples` inputs: the cost model of target-driven calibration (manifest `cost.instructions[target]`) and
+    of exit placement. `model_path`: an export folder, or a plain `.tflite` (one stage, no exits)."""
     import tempfile
 
     from tinyexit.firmware_build import build
     from tinyexit.harness import firmware
     from tinyexit.policy import NEVER
 
-    manifest = mf.read(export_dir)
+    model_path = Path(model_path)
+    exits = mf.read(model_path)["exits"] if model_path.is_dir() else []
     with tempfile.TemporaryDirectory() as tmp:
-        fw = build(export_dir, target, Path(tmp))
+        fw = build(model_path, target, Path(tmp))
         with firmware(target, fw.binary) as dev:
             info = dev.info()
-            early = {e["index"]: NEVER for e in manifest["exits"] if not e["final"]}
+            early = {e["index"]: NEVER for e in exits if not e["final"]}
             if early:
                 dev.set_policy(early)
             runs = [dev.infer(x_q[i], with_output=False).stage_cycles for i in range(min(samples, len(x_q)))]

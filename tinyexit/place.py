@@ -22,8 +22,6 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
 from tinyexit import models
 from tinyexit.data import Dataset
 
@@ -98,37 +96,17 @@ def can_price_instructions() -> bool:
 def _instructions_no_exit(model, ds: Dataset, seed: int) -> float:
     """The network without exits, quantized to int8 as one plain .tflite, run once on PRICE_TARGET."""
     from tinyexit.export import convert_int8
-    from tinyexit.pipeline import REPRESENTATIVE_SAMPLES
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "no_exit.tflite"
-        path.write_bytes(convert_int8(model, ds.train.subset(REPRESENTATIVE_SAMPLES, seed).x))
-        return float(sum(_stage_instructions(path, ds.val.x[:1])))
-
-
-def _stage_instructions(model_path: Path, x: np.ndarray) -> list[int]:
-    """Each stage's instructions on PRICE_TARGET for one input (float, quantized here), early exits off."""
-    from tinyexit.firmware_build import build
-    from tinyexit.harness import firmware
-    from tinyexit.policy import NEVER
+    from tinyexit.pipeline import REPRESENTATIVE_SAMPLES, measure_instructions
+    from tinyexit.reference import quantize_input
     from tinyexit.tflite_graph import Graph
 
-    if model_path.is_dir():
-        from tinyexit import manifest as mf
-        from tinyexit.reference import quantize_input
-
-        manifest = mf.read(model_path)
-        x_q, early = quantize_input(manifest, x)[0], [e["index"] for e in manifest["exits"] if not e["final"]]
-    else:
-        g = Graph(model_path.read_bytes(), model_path.name)
-        inp = g.tensors[g.inputs[0]]
-        x_q, early = np.clip(np.round(x[0] / inp.scale[0]) + inp.zero_point[0], -128, 127).astype(np.int8), []
+    buf = convert_int8(model, ds.train.subset(REPRESENTATIVE_SAMPLES, seed).x)
+    graph = Graph(buf, "the network without exits")
+    x_q = quantize_input({"input": graph.tensors[graph.inputs[0]].describe()}, ds.val.x[:1])
     with tempfile.TemporaryDirectory() as tmp:
-        fw = build(model_path, PRICE_TARGET, tmp)
-        with firmware(PRICE_TARGET, fw.binary) as dev:
-            if early:
-                dev.set_policy({e: NEVER for e in early})
-            return dev.infer(x_q, with_output=False).stage_cycles
+        path = Path(tmp) / "no_exit.tflite"
+        path.write_bytes(buf)
+        return float(sum(measure_instructions(path, PRICE_TARGET, x_q, samples=1)["stage"]))
 
 
 def _candidate(heads, heads_spec, cut: tuple[str, str], ds: Dataset, macs_no_exit: int, budget_pp: float,
@@ -137,6 +115,7 @@ def _candidate(heads, heads_spec, cut: tuple[str, str], ds: Dataset, macs_no_exi
     `instructions_no_exit`, also run its stages once on PRICE_TARGET."""
     from tinyexit.calibrate import choose, sweep
     from tinyexit.export import export
+    from tinyexit.pipeline import measure_instructions
     from tinyexit.reference import all_exit_logits, quantize_input
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -144,13 +123,14 @@ def _candidate(heads, heads_spec, cut: tuple[str, str], ds: Dataset, macs_no_exi
                           cuts=[cut])
         manifest["_dir"] = tmp
         logits = all_exit_logits(manifest, quantize_input(manifest, ds.val.x))
-        stage_instructions = _stage_instructions(Path(tmp), ds.val.x[:1]) if instructions_no_exit else None
+        stage_instructions = (measure_instructions(Path(tmp), PRICE_TARGET, quantize_input(manifest, ds.val.x[:1]),
+                                                   samples=1)["stage"] if instructions_no_exit else None)
     chosen, final_acc = choose(sweep(manifest, logits, ds.val.y), budget_pp)
     priced = {}
     if stage_instructions:
         to_exit, all_stages = stage_instructions[0], sum(stage_instructions)
         rate = chosen["exit_rates"][0]
-        priced = {"instructions_to_exit": int(to_exit),
+        priced = {"instructions_to_exit": round(to_exit),
                   "projected_instruction_ratio": (rate * to_exit + (1 - rate) * all_stages) / instructions_no_exit}
     return {
         "macs_to_exit": int(manifest["cost"]["macs_to_exit"][0]),

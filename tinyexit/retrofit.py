@@ -132,7 +132,6 @@ def train_heads(model, spec, data: Dataset, epochs: int = HEAD_EPOCHS, views: in
         for layer in head.layers:
             if layer.weights and not isinstance(layer, layers.Rescaling):
                 model.get_layer(layer.name).set_weights(layer.get_weights())
-        del features
     return model
 
 

@@ -24,8 +24,9 @@ HELP = ("run everything on a task with defaults: placement analysis, training, i
 def add_arguments(p) -> None:
     add_data_arguments(p)
     p.add_argument("--out", metavar="DIR", help="output folder (default: out/<task>)")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (default 30; for a retrofit: passes of head training over the augmented views, "
-                        "default 4)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="training epochs (default 30; for a retrofit: passes of head training over the augmented "
+                        "views, default 4)")
     p.add_argument("--exits-after", type=int, nargs="+", metavar="BLOCK",
                    help="skip the placement analysis and put exits after these blocks")
     p.add_argument("--budget-pp", type=float, default=1.0, help="calibration accuracy budget (default 1 pp)")
