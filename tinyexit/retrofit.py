@@ -113,15 +113,19 @@ def train_heads(model, spec, data: Dataset, epochs: int = HEAD_EPOCHS, views: in
 
     if data.train.augment is None:
         raise TinyexitError(f"the {data.task} dataset has no training augmentation to draw views from")
+
+    def outputs_on_views(layer: str) -> np.ndarray:
+        """`layer`'s outputs on the views, drawn afresh from the same seed for every layer (too big to keep)."""
+        extractor = keras.Model(model.inputs, model.get_layer(layer).output)
+        rng, everyone = np.random.default_rng(seed), np.arange(len(data.train))
+        return np.concatenate([extractor.predict(data.train.augment(everyone, rng), batch_size=200, verbose=0)
+                               for _ in range(views)])
+
+    soft = _probabilities(outputs_on_views("final")) ** (1.0 / temperature)
+    target = soft / soft.sum(1, keepdims=True)
     for j, (cut, _) in enumerate(spec.cuts):
         seed_everything(seed + j)
-        extractor = keras.Model(model.inputs, [model.get_layer(cut).output, model.get_layer("final").output])
-        rng = np.random.default_rng(seed)  # the same views for every head
-        everyone = np.arange(len(data.train))
-        features, teacher = zip(*(extractor.predict(data.train.augment(everyone, rng), batch_size=200, verbose=0)
-                                  for _ in range(views)))
-        features, soft = np.concatenate(features), _probabilities(np.concatenate(teacher)) ** (1.0 / temperature)
-        target = soft / soft.sum(1, keepdims=True)
+        features = outputs_on_views(cut)
         inputs = keras.Input(features.shape[1:])
         head = keras.Model(inputs, layers.Rescaling(1.0 / temperature)(exit_head(inputs, layers, spec, j)))
         steps = epochs * int(np.ceil(len(features) / 64))
