@@ -16,6 +16,7 @@ import numpy as np
 
 from tinyexit import manifest as mf
 from tinyexit import policy
+from tinyexit.codegen import fold
 from tinyexit.codegen import ops as oplib
 from tinyexit.codegen.planner import Buffer, plan
 from tinyexit.errors import TinyexitError
@@ -104,7 +105,7 @@ def generate(model: Model, out_dir: Path) -> Generated:
         else:
             key_of[(0, g.inputs[0])] = (0, g.inputs[0])
             buffers[(0, g.inputs[0])] = Buffer(g.tensors[g.inputs[0]].nbytes, -1, -1)
-        for i, op in enumerate(g.ops):
+        for i, op in enumerate(fold.runtime_ops(g)):
             o = oplib.make(g, op, f"s{k}_l{i}", stage.weight_bits.get(g.tensors[op.outputs[0]].name))
             stage.ops.append(o)
             for t in o.activations:

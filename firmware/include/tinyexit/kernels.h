@@ -192,3 +192,7 @@ void avg_pool_s8(const PoolParams& p, const int8_t* input, int8_t* output);  // 
 }  // namespace dsp
 
 }  // namespace tx
+
+#include "tinyexit/kernels_elementwise.h"
+#include "tinyexit/kernels_matmul.h"
+#include "tinyexit/kernels_movement.h"

@@ -1,5 +1,5 @@
-"""One small class per operator: it checks what it supports, reports its cost, and emits its own C++
-(parameter structs computed here, at generation time, and the kernel call)."""
+"""Operators with filters (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED): sub-byte packing, the DSP
+kernels' widened layouts and streams, the short requantization's proofs."""
 
 from __future__ import annotations
 
@@ -7,23 +7,11 @@ from typing import NamedTuple
 
 import numpy as np
 
+from tinyexit.codegen.ops.base import Op, c_array, scale_of, shape4, zp_of
 from tinyexit.codegen.quantization import (activation_range, f32, multiply_by_quantized_multiplier, quantize_multiplier,
                                            same_padding)
 from tinyexit.errors import TinyexitError
 from tinyexit.tflite_graph import Graph, Operator, Tensor
-
-
-def c_array(ctype: str, name: str, values: np.ndarray) -> str:
-    flat = np.asarray(values).reshape(-1)
-    body = ",".join(str(int(v)) for v in flat) if flat.size else "0"
-    return f"alignas(8) static const {ctype} {name}[{max(flat.size, 1)}] = {{{body}}};\n"
-
-
-def shape4(t: Tensor | tuple) -> str:
-    """A tensor's (or a shape's) dimensions as a C++ Shape4, padded at the front to 4."""
-    s = list(t.shape if isinstance(t, Tensor) else t)
-    s = [1] * (4 - len(s)) + s
-    return "{" + ", ".join(str(d) for d in s) + "}"
 
 
 class FastRequant(NamedTuple):
@@ -36,40 +24,12 @@ class FastRequant(NamedTuple):
     rows: list[list[int]]
 
 
-class Op:
-    """Base: `activations` are the non-constant tensors the op reads; `outputs` what it writes;
-    `scratch_bytes` the working memory its DSP kernel needs for the duration of the call (the planner gives
-    it a place in the arena and sets `scratch`, a C++ expression for its address)."""
-
-    kernel = ""
-    scratch_bytes = 0
-    scratch = "nullptr"
-    bits = 8  # weight width: 4 and 2 are emitted packed (SUBBYTE_RANGES)
-
-    def __init__(self, graph: Graph, op: Operator, name: str, weight_bits: int | None = None):
-        self.graph, self.op, self.name = graph, op, name
-        self.weight_bits = weight_bits
-        self.activations = [i for i in op.inputs if i >= 0 and not graph.tensors[i].is_constant]
-        self.outputs = list(op.outputs)
-        for t in self.activations + self.outputs:
-            tensor = graph.tensors[t]
-            if tensor.dtype != "int8":
-                raise TinyexitError(f"{graph.source}: {op.op} tensor '{tensor.name}' is {tensor.dtype}; "
-                                    f"only int8 activations are supported")
-        self.check()
-
-    def t(self, i: int) -> Tensor:
-        return self.graph.tensors[i]
-
-    def check(self) -> None:
-        pass
-
-    @property
-    def macs(self) -> int:
-        return self.graph.macs(self.op)
+class WeightedOp(Op):
+    """An operator with a filter (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED): 8-, 4- or 2-bit weights, a
+    portable kernel and a DSP twin."""
 
     def weight_bytes(self) -> int:
-        total = sum(self.t(i).data.nbytes for i in self.op.inputs if i >= 0 and self.t(i).is_constant)
+        total = super().weight_bytes()
         if self.bits < 8:  # the filter is stored packed
             w = self.t(self.op.inputs[1])
             total += packed_nbytes(w.data.size, self.bits) - w.data.nbytes
@@ -88,21 +48,6 @@ class Op:
                                     f"holds values in [{values.min()}, {values.max()}]")
             self.kernel = self.kernel.replace("_s8", "_packed_s8")
         self.bits = bits
-
-    def activation_bytes(self) -> int:
-        return sum(self.t(i).nbytes for i in self.activations + self.outputs)
-
-    def report(self) -> dict:
-        """The op's cost figures (TinyEngine style), for build reports."""
-        return {"op": self.op.op, "output": self.t(self.outputs[0]).name, "macs": self.macs,
-                "weight_bytes": self.weight_bytes(), "activation_bytes": self.activation_bytes(),
-                "scratch_bytes": self.scratch_bytes}
-
-    def definitions(self) -> str:
-        return ""
-
-    def call(self, ptr) -> str:
-        raise NotImplementedError
 
     def weight_arrays(self, w: Tensor, bias: Tensor | None, mults: list[tuple[int, int]]) -> str:
         """Filter, optional bias and per-channel requantization as const arrays `<name>_filter` etc."""
@@ -137,7 +82,7 @@ class Op:
         """Template arguments of the sub-byte DSP kernel this layer calls (kernels.h): bits, [unrolled taps,]
         fast_mode, whether the activation clamps below int8's range (as gemm.h's with_requantizer decides)."""
         out = self.t(self.outputs[0])
-        lo, hi = activation_range(self.op.options.fusedActivationFunction, _scale(out), _zp(out))
+        lo, hi = activation_range(self.op.options.fusedActivationFunction, scale_of(out), zp_of(out))
         args = [self.bits] + ([taps] if taps is not None else []) + [mode, "true" if lo > -128 or hi < 127 else "false"]
         return "<" + ", ".join(map(str, args)) + ">"
 
@@ -165,15 +110,15 @@ class Op:
         kernels they get bias 4 * (constant - output zero point) and the multiplier 1/4 instead, which give the
         same constant. (bias, multipliers) so settled, or None when no channel needs it."""
         out = self.t(self.outputs[0])
-        lo, hi = activation_range(self.op.options.fusedActivationFunction, _scale(out), _zp(out))
+        lo, hi = activation_range(self.op.options.fusedActivationFunction, scale_of(out), zp_of(out))
         dead = np.flatnonzero(~np.any(w != 0, axis=1))
         if len(dead) == 0:
             return None
         bias, mults = bias.copy(), list(mults)
         for ch in dead:
-            constant = min(max(multiply_by_quantized_multiplier(int(bias[ch]), *mults[ch]) + _zp(out), lo), hi)
-            bias[ch], mults[ch] = 4 * (constant - _zp(out)), QUARTER
-            assert multiply_by_quantized_multiplier(int(bias[ch]), *QUARTER) + _zp(out) == constant
+            constant = min(max(multiply_by_quantized_multiplier(int(bias[ch]), *mults[ch]) + zp_of(out), lo), hi)
+            bias[ch], mults[ch] = 4 * (constant - zp_of(out)), QUARTER
+            assert multiply_by_quantized_multiplier(int(bias[ch]), *QUARTER) + zp_of(out) == constant
         return bias, mults
 
     def gemm_dsp_definitions(self, w: np.ndarray, bias: Tensor | None, mults, run_bytes: int) -> str:
@@ -202,6 +147,7 @@ class Op:
         return (c_array("uint32_t", f"{n}_filter16", words) + c_array("int32_t", f"{n}_bias32", padded_bias(bias)) +
                 table + f"static const GemmDspParams {n}_dsp = {{{w.shape[1]}, {k_padded}, "
                 f"{fast}, {n}_filter16, {n}_bias32, {mode}}};\n")
+
 
 
 QUARTER = (1 << 30, -1)  # the requantization multiplier 1/4: Q31 0.5 times 2^-1
@@ -335,15 +281,9 @@ def padded_bias(bias: np.ndarray) -> np.ndarray:
     return np.append(bias, np.zeros(len(bias) % 2, np.int64)).astype(np.int32)
 
 
-def _scale(t: Tensor) -> float:
-    return f32(t.scale[0])
 
 
-def _zp(t: Tensor) -> int:
-    return int(t.zero_point[0])
-
-
-class ConvOp(Op):
+class ConvOp(WeightedOp):
     kernel = "conv_s8"
     merges_rows = True  # CONV_2D sums over a whole row's width and channels alike (not DEPTHWISE_CONV_2D)
 
@@ -376,14 +316,14 @@ class ConvOp(Op):
         g = self.geometry()
         out_c = g["output"][3]
         scales = np.broadcast_to(w.scale, (out_c,))
-        mults = [quantize_multiplier(_scale(inp) * f32(s) / _scale(out)) for s in scales]
-        lo, hi = activation_range(o.fusedActivationFunction, _scale(out), _zp(out))
+        mults = [quantize_multiplier(scale_of(inp) * f32(s) / scale_of(out)) for s in scales]
+        lo, hi = activation_range(o.fusedActivationFunction, scale_of(out), zp_of(out))
         dm = getattr(o, "depthMultiplier", 1) or 1
         n = self.name
         text = self.weight_arrays(w, bias, mults)
         text += (f"static const ConvParams {n}_params = {{{shape4(g['input'])}, {shape4(g['filter'])}, "
                  f"{shape4(g['output'])}, {g['stride'][0]}, {g['stride'][1]}, {g['dilation'][0]}, {g['dilation'][1]}, "
-                 f"{g['pad'][0]}, {g['pad'][1]}, {dm}, {-_zp(inp)}, {_zp(out)}, {lo}, {hi}, {n}_mult, {n}_shift}};\n")
+                 f"{g['pad'][0]}, {g['pad'][1]}, {dm}, {-zp_of(inp)}, {zp_of(out)}, {lo}, {hi}, {n}_mult, {n}_shift}};\n")
         if self.dsp:
             text += "#if TX_DSP_KERNELS\n" + self.dsp_definitions(w, bias, mults) + "#endif\n"
         return text
@@ -430,12 +370,12 @@ class DepthwiseConvOp(ConvOp):
         """bias (default: the layer's) + input_offset * (sum of the channel's weights); taps: [kh * kw, channels]."""
         bias = _bias_data(self.op, self.graph) if bias is None else bias
         b = np.zeros(taps.shape[1], np.int64) if bias is None else bias.astype(np.int64)
-        return b - _zp(self.t(self.op.inputs[0])) * taps.astype(np.int64).sum(axis=0)  # input_offset = -zero point
+        return b - zp_of(self.t(self.op.inputs[0])) * taps.astype(np.int64).sum(axis=0)  # input_offset = -zero point
 
     def dsp_definitions(self, w: Tensor, bias: Tensor | None, mults) -> str:
         _, kh, kw, c = w.shape
         taps = unpacked_values(w).reshape(kh * kw, c).astype(np.int64)
-        zp_in = _zp(self.t(self.op.inputs[0]))
+        zp_in = zp_of(self.t(self.op.inputs[0]))
         fq = self.fast_requant(taps.T, None if bias is None else bias.data, mults)
         table, fast, mode, b = fq.definition, fq.table, fq.mode, fq.bias
         folded = self.folded_bias(taps, b)
@@ -479,7 +419,7 @@ class DepthwiseConvOp(ConvOp):
                 f"static const {params}nullptr, nullptr, nullptr, {n}_padding, 1, {n}_stream}};\n")
 
 
-class FullyConnectedOp(Op):
+class FullyConnectedOp(WeightedOp):
     kernel = "fully_connected_s8"
 
     def check(self):
@@ -498,12 +438,12 @@ class FullyConnectedOp(Op):
         units, depth = w.shape
         batches = int(np.prod(inp.shape)) // depth
         scales = np.broadcast_to(w.scale, (units,))
-        mults = [quantize_multiplier(_scale(inp) * f32(s) / _scale(out)) for s in scales]
-        lo, hi = activation_range(self.op.options.fusedActivationFunction, _scale(out), _zp(out))
+        mults = [quantize_multiplier(scale_of(inp) * f32(s) / scale_of(out)) for s in scales]
+        lo, hi = activation_range(self.op.options.fusedActivationFunction, scale_of(out), zp_of(out))
         n = self.name
         text = self.weight_arrays(w, bias, mults)
-        text += (f"static const FullyConnectedParams {n}_params = {{{batches}, {depth}, {units}, {-_zp(inp)}, "
-                 f"{_zp(out)}, {lo}, {hi}, {n}_mult, {n}_shift}};\n")
+        text += (f"static const FullyConnectedParams {n}_params = {{{batches}, {depth}, {units}, {-zp_of(inp)}, "
+                 f"{zp_of(out)}, {lo}, {hi}, {n}_mult, {n}_shift}};\n")
         if self.dsp:
             text += "#if TX_DSP_KERNELS\n" + self.gemm_dsp_definitions(unpacked_values(w), bias, mults, depth) + "#endif\n"
         return text
@@ -512,179 +452,5 @@ class FullyConnectedOp(Op):
         return self.weighted_call(ptr)
 
 
-class PoolOp(Op):
-    kernel = "avg_pool_s8"
 
-    def check(self):
-        inp, out = self.t(self.op.inputs[0]), self.t(self.op.outputs[0])
-        if (_scale(inp), _zp(inp)) != (_scale(out), _zp(out)):
-            raise TinyexitError(f"{self.graph.source}: {self.op.op} '{out.name}' requantizes; not supported")
-
-    def definitions(self) -> str:
-        o = self.op.options
-        inp, out = self.t(self.op.inputs[0]), self.t(self.op.outputs[0])
-        _, in_h, in_w, _ = inp.shape
-        _, out_h, out_w, _ = out.shape
-        same = o.padding == 0
-        pad_h = same_padding(o.strideH, 1, in_h, o.filterHeight, out_h) if same else 0
-        pad_w = same_padding(o.strideW, 1, in_w, o.filterWidth, out_w) if same else 0
-        lo, hi = activation_range(o.fusedActivationFunction, _scale(out), _zp(out))
-        return (f"static const PoolParams {self.name}_params = {{{shape4(inp)}, {shape4(out)}, {o.filterHeight}, "
-                f"{o.filterWidth}, {o.strideH}, {o.strideW}, {pad_h}, {pad_w}, {lo}, {hi}}};\n")
-
-    def call(self, ptr) -> str:
-        args = f"({self.name}_params, {ptr(self.op.inputs[0])}, {ptr(self.outputs[0])});"
-        if not self.dsp:
-            return self.kernel + args
-        return f"\n#if TX_DSP_KERNELS\n  dsp::{self.kernel}{args}\n#else\n  {self.kernel}{args}\n#endif"
-
-    @property
-    def dsp(self) -> bool:
-        return self.t(self.op.inputs[0]).shape[3] % 4 == 0
-
-
-class MaxPoolOp(PoolOp):
-    kernel = "max_pool_s8"
-    dsp = False
-
-
-class AddOp(Op):
-    LEFT_SHIFT = 20
-
-    def check(self):
-        a, b = (self.t(i) for i in self.op.inputs)
-        if a.shape != b.shape or len(self.activations) != 2:
-            raise TinyexitError(f"{self.graph.source}: ADD '{self.t(self.outputs[0]).name}' broadcasts or adds a "
-                                f"constant; only same-shape tensors are supported")
-
-    def definitions(self) -> str:
-        a, b, out = self.t(self.op.inputs[0]), self.t(self.op.inputs[1]), self.t(self.outputs[0])
-        twice_max = 2 * max(_scale(a), _scale(b))
-        m1, s1 = quantize_multiplier(_scale(a) / twice_max)
-        m2, s2 = quantize_multiplier(_scale(b) / twice_max)
-        mo, so = quantize_multiplier(twice_max / ((1 << self.LEFT_SHIFT) * _scale(out)))
-        if max(s1, s2, so) > 0:
-            raise TinyexitError(f"{self.graph.source}: ADD '{out.name}' needs a rescale above 1; not supported")
-        lo, hi = activation_range(self.op.options.fusedActivationFunction, _scale(out), _zp(out))
-        return (f"static const AddParams {self.name}_params = {{{int(np.prod(out.shape))}, {self.LEFT_SHIFT}, "
-                f"{-_zp(a)}, {m1}, {s1}, {-_zp(b)}, {m2}, {s2}, {_zp(out)}, {mo}, {so}, {lo}, {hi}}};\n")
-
-    def call(self, ptr) -> str:
-        a, b = self.op.inputs
-        return f"add_s8({self.name}_params, {ptr(a)}, {ptr(b)}, {ptr(self.outputs[0])});"
-
-
-class SoftmaxOp(Op):
-    SCALED_DIFF_INTEGER_BITS = 5
-
-    def check(self):
-        out = self.t(self.outputs[0])
-        if abs(_scale(out) - 1 / 256) > 1e-9 or _zp(out) != -128:
-            raise TinyexitError(f"{self.graph.source}: SOFTMAX output '{out.name}' must be quantized with scale "
-                                f"1/256 and zero point -128")
-
-    def definitions(self) -> str:
-        inp = self.t(self.op.inputs[0])
-        bits = self.SCALED_DIFF_INTEGER_BITS
-        beta = f32(self.op.options.beta)
-        real = min(beta * _scale(inp) * (1 << (31 - bits)), (1 << 31) - 1.0)
-        multiplier, left_shift = quantize_multiplier(real)
-        if real <= 1.0 or left_shift < 0:
-            raise TinyexitError(f"{self.graph.source}: SOFTMAX input scale {_scale(inp)} is too small")
-        radius = ((1 << bits) - 1) * (1 << (31 - bits)) / (1 << left_shift)
-        depth = inp.shape[-1]
-        return (f"static const SoftmaxParams {self.name}_params = {{{int(np.prod(inp.shape)) // depth}, {depth}, "
-                f"{multiplier}, {left_shift}, {-int(np.floor(radius))}}};\n")
-
-    def call(self, ptr) -> str:
-        return f"softmax_s8({self.name}_params, {ptr(self.op.inputs[0])}, {ptr(self.outputs[0])});"
-
-
-class ReshapeOp(Op):
-    def call(self, ptr) -> str:
-        size = int(np.prod(self.t(self.outputs[0]).shape))
-        return f"copy_s8({ptr(self.op.inputs[0])}, {size}, {ptr(self.outputs[0])});"
-
-
-class ConcatenationOp(Op):
-    def check(self):
-        out = self.t(self.op.outputs[0])
-        for i in self.activations:
-            if (_scale(self.t(i)), _zp(self.t(i))) != (_scale(out), _zp(out)):
-                raise TinyexitError(f"{self.graph.source}: CONCATENATION input '{self.t(i).name}' is quantized "
-                                    f"differently from its output; not supported")
-        if len(self.activations) != len(self.op.inputs):
-            raise TinyexitError(f"{self.graph.source}: CONCATENATION of constant tensors is not supported")
-
-    def definitions(self) -> str:
-        out = self.t(self.op.outputs[0])
-        axis = self.op.options.axis % len(out.shape)
-        outer = int(np.prod(out.shape[:axis]))
-        inner = [int(np.prod(self.t(i).shape[axis:])) for i in self.op.inputs]
-        return (c_array("int32_t", f"{self.name}_inner", np.array(inner)) +
-                f"static const ConcatParams {self.name}_params = {{{outer}, {len(inner)}, {self.name}_inner}};\n")
-
-    def call(self, ptr) -> str:
-        srcs = ", ".join(ptr(i) for i in self.op.inputs)
-        return (f"{{ const int8_t* in[] = {{{srcs}}}; concatenation_s8({self.name}_params, in, "
-                f"{ptr(self.outputs[0])}); }}")
-
-
-class PadOp(Op):
-    def check(self):
-        inp, out = self.t(self.op.inputs[0]), self.t(self.outputs[0])
-        pads = self.t(self.op.inputs[1])
-        if not pads.is_constant or len(inp.shape) > 4 or (_scale(inp), _zp(inp)) != (_scale(out), _zp(out)):
-            raise TinyexitError(f"{self.graph.source}: PAD '{out.name}' has computed paddings, more than 4 "
-                                f"dimensions or requantizes; not supported")
-        if len(self.op.inputs) > 2 and self.op.inputs[2] >= 0:
-            raise TinyexitError(f"{self.graph.source}: PAD '{out.name}' with a pad value (PADV2) is not supported")
-
-    def definitions(self) -> str:
-        inp, out = self.t(self.op.inputs[0]), self.t(self.outputs[0])
-        before = [0] * (4 - len(inp.shape)) + [int(v) for v in self.t(self.op.inputs[1]).data.reshape(-1, 2)[:, 0]]
-        return (f"static const PadParams {self.name}_params = {{{shape4(inp)}, {shape4(out)}, "
-                f"{', '.join(map(str, before))}, {_zp(out)}}};\n")
-
-    def call(self, ptr) -> str:
-        return f"pad_s8({self.name}_params, {ptr(self.op.inputs[0])}, {ptr(self.outputs[0])});"
-
-
-class MeanOp(Op):
-    """MEAN over axes 1 and 2 of an NHWC tensor, as TFLite Micro's integer QuantizedMeanOrSum (kernels/mean_s8.cc)."""
-
-    def check(self):
-        inp, out = self.t(self.op.inputs[0]), self.t(self.outputs[0])
-        axes = self.t(self.op.inputs[1])
-        if len(inp.shape) != 4 or not axes.is_constant or sorted(int(a) % 4 for a in axes.data.reshape(-1)) != [1, 2]:
-            raise TinyexitError(f"{self.graph.source}: MEAN '{out.name}' must average axes 1 and 2 of a 4-D tensor")
-
-    def definitions(self) -> str:
-        inp, out = self.t(self.op.inputs[0]), self.t(self.outputs[0])
-        count = inp.shape[1] * inp.shape[2]
-        multiplier, shift = quantize_multiplier(_scale(inp) / _scale(out))
-        # TFLite Micro folds 1/count into the multiplier: scaled up by 2^k (k = floor(log2 count), at most 32 and
-        # 31 + shift), divided by count with truncation
-        k = min(count.bit_length() - 1, 32, 31 + shift)
-        multiplier, shift = (multiplier << k) // count, shift - k
-        return (f"static const MeanParams {self.name}_params = {{{shape4(inp)}, {_zp(inp)}, {_zp(out)}, "
-                f"{multiplier}, {shift}}};\n")
-
-    def call(self, ptr) -> str:
-        return f"mean_s8({self.name}_params, {ptr(self.op.inputs[0])}, {ptr(self.outputs[0])});"
-
-
-OPS = {"CONV_2D": ConvOp, "DEPTHWISE_CONV_2D": DepthwiseConvOp, "FULLY_CONNECTED": FullyConnectedOp,
-       "AVERAGE_POOL_2D": PoolOp, "MAX_POOL_2D": MaxPoolOp, "RESHAPE": ReshapeOp,
-       "CONCATENATION": ConcatenationOp, "ADD": AddOp,
-       "SOFTMAX": SoftmaxOp, "PAD": PadOp, "MEAN": MeanOp}
-
-
-def make(graph: Graph, op: Operator, name: str, weight_bits: int | None = None) -> Op:
-    """weight_bits: the filter width the manifest declares (None: CONV_2D, DEPTHWISE_CONV_2D and
-    FULLY_CONNECTED filters whose values all fit 4 or 2 bits are packed)."""
-    cls = OPS.get(op.op)
-    if cls is None:
-        raise TinyexitError(f"{graph.source}: operator {op.op} (output '{graph.tensors[op.outputs[0]].name}') "
-                            f"is not supported by the firmware (supported: {', '.join(sorted(OPS))})")
-    return cls(graph, op, name, weight_bits)
+OPS = {"CONV_2D": ConvOp, "DEPTHWISE_CONV_2D": DepthwiseConvOp, "FULLY_CONNECTED": FullyConnectedOp}
