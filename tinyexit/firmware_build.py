@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import shutil
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,14 +129,76 @@ def build(model_path: str | Path, target: str, out_dir: str | Path, sanitize: bo
     flags = plan["flags"]
     if sanitize:
         flags += ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-g", "-O1"]
-    cmd = [shutil.which(plan["compiler"]), *flags, *plan["sources"], "-o", str(binary), *plan["link"]]
+    compiler = shutil.which(plan["compiler"])
+    objects = _compile_runtime(compiler, flags, [Path(s) for s in plan["sources"][:-1]], out_dir)
+    cmd = [compiler, *flags, plan["sources"][-1], *map(str, objects), "-o", str(binary), *plan["link"]]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     (out_dir / "build.log").write_text(" ".join(cmd) + "\n" + proc.stderr)
     if proc.returncode != 0:
-        errors = [l for l in proc.stderr.splitlines() if "error" in l] or proc.stderr.splitlines() or ["?"]
-        raise TinyexitError(f"firmware build failed for {target}: {errors[0]} (log: {out_dir / 'build.log'})")
+        _fail(target, proc.stderr, out_dir / "build.log")
     return Build(target, binary, generated.arena_bytes, generated.input_bytes, generated.num_layers, generated.macs,
                  generated.layers)
+
+
+MODEL_DEFINES = ("-DTX_MAX_INPUT_BYTES=", "-DTX_MAX_OUTPUT_BYTES=", "-DTX_NUM_LAYERS=")
+
+
+def _fail(target: str, stderr: str, log: Path):
+    errors = [l for l in stderr.splitlines() if "error" in l] or stderr.splitlines() or ["?"]
+    raise TinyexitError(f"firmware build failed for {target}: {errors[0]} (log: {log})")
+
+
+def _headers_digest() -> bytes:
+    """Every firmware header at once: a change to any of them invalidates every cached object."""
+    h = hashlib.sha256()
+    for path in sorted([*(FIRMWARE / "include").rglob("*.h"), *(FIRMWARE / "runtime").rglob("*.h"),
+                        *(FIRMWARE / "ports").rglob("*.h")]):
+        h.update(str(path.relative_to(FIRMWARE)).encode() + b"\0" + path.read_bytes())
+    return h.digest()
+
+
+def _compile_runtime(compiler: str, flags: list[str], sources: list[Path], out_dir: Path) -> list[Path]:
+    """Object files of the runtime and port sources. Sources that do not read the model's defines (all but
+    the protocol's buffers) are compiled once per compiler, flags and content and kept in the cache
+    (`$TINYEXIT_CACHE/objects`): a test suite building hundreds of one-layer models compiles the kernels once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tinyexit.paths import cache_dir
+
+    shared_flags = [f for f in flags if not f.startswith(MODEL_DEFINES)]
+    base = hashlib.sha256(("\0".join([compiler, *shared_flags])).encode() + _headers_digest())
+    cache = cache_dir() / "objects"
+    cache.mkdir(parents=True, exist_ok=True)
+    jobs = []
+    for source in sources:
+        text = source.read_bytes()
+        if any(d[2:-1].encode() in text for d in MODEL_DEFINES):
+            jobs.append((source, out_dir / "obj" / (source.stem + ".o"), flags))
+        else:
+            key = base.copy()
+            key.update(str(source.relative_to(FIRMWARE)).encode() + b"\0" + text)
+            jobs.append((source, cache / (key.hexdigest()[:24] + ".o"), shared_flags))
+    (out_dir / "obj").mkdir(parents=True, exist_ok=True)
+
+    def compile_one(job):
+        source, obj, job_flags = job
+        if obj.is_file() and obj.parent == cache:
+            return None
+        tmp = obj.with_name(f"{obj.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        proc = subprocess.run([compiler, *job_flags, "-c", str(source), "-o", str(tmp)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            tmp.unlink(missing_ok=True)
+            return f"{compiler} {' '.join(job_flags)} -c {source}\n{proc.stderr}"
+        tmp.replace(obj)  # atomic: parallel builds may race for the same object
+        return None
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        failures = [f for f in pool.map(compile_one, jobs) if f]
+    if failures:
+        log = out_dir / "build.log"
+        log.write_text("\n".join(failures))
+        _fail("the runtime", "\n".join(failures), log)
+    return [obj for _, obj, _ in jobs]
 
 
 def build_plan(model_path: str | Path, target: str, gen_dir: str | Path, kernels: str = "auto") -> dict:
