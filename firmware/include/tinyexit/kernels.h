@@ -44,17 +44,6 @@ struct SoftmaxParams {
   int32_t rows, depth, input_multiplier, input_left_shift, diff_min;
 };
 
-struct ConcatParams {
-  int32_t outer, count;  // `outer` slices, each joining `count` inputs along the axis
-  const int32_t* inner;  // elements per slice of each input
-};
-
-struct PadParams {
-  Shape4 input, output;
-  int32_t before_n, before_h, before_w, before_c;  // values added before each dimension
-  int32_t value;                                   // what the added values are: the output zero point
-};
-
 struct MeanParams {  // over height and width
   Shape4 input;
   int32_t input_zero_point, output_zero_point;
@@ -69,12 +58,8 @@ void fully_connected_s8(const FullyConnectedParams& p, const int8_t* input, cons
 void add_s8(const AddParams& p, const int8_t* a, const int8_t* b, int8_t* output);
 void avg_pool_s8(const PoolParams& p, const int8_t* input, int8_t* output);
 void max_pool_s8(const PoolParams& p, const int8_t* input, int8_t* output);
-// Inputs share the output's quantization (the converter guarantees it for CONCATENATION).
 // Output quantization is TFLite's fixed one for int8 softmax: scale 1/256, zero point -128.
 void softmax_s8(const SoftmaxParams& p, const int8_t* input, int8_t* output);
-void concatenation_s8(const ConcatParams& p, const int8_t* const* inputs, int8_t* output);
-void copy_s8(const int8_t* input, int32_t size, int8_t* output);  // RESHAPE
-void pad_s8(const PadParams& p, const int8_t* input, int8_t* output);
 void mean_s8(const MeanParams& p, const int8_t* input, int8_t* output);
 
 // Sub-byte weights (kernels/<op>_packed_s8.cc): the int8 kernels above with filters of 4 or 2 bits per
