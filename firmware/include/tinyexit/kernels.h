@@ -33,17 +33,6 @@ struct PoolParams {
   int32_t filter_h, filter_w, stride_h, stride_w, pad_h, pad_w, act_min, act_max;
 };
 
-struct AddParams {
-  int32_t size, left_shift;
-  int32_t input1_offset, input1_multiplier, input1_shift;
-  int32_t input2_offset, input2_multiplier, input2_shift;
-  int32_t output_offset, output_multiplier, output_shift, act_min, act_max;
-};
-
-struct SoftmaxParams {
-  int32_t rows, depth, input_multiplier, input_left_shift, diff_min;
-};
-
 struct MeanParams {  // over height and width
   Shape4 input;
   int32_t input_zero_point, output_zero_point;
@@ -55,11 +44,8 @@ void depthwise_conv_s8(const ConvParams& p, const int8_t* input, const int8_t* f
                        int8_t* output);
 void fully_connected_s8(const FullyConnectedParams& p, const int8_t* input, const int8_t* filter,
                         const int32_t* bias, int8_t* output);
-void add_s8(const AddParams& p, const int8_t* a, const int8_t* b, int8_t* output);
 void avg_pool_s8(const PoolParams& p, const int8_t* input, int8_t* output);
 void max_pool_s8(const PoolParams& p, const int8_t* input, int8_t* output);
-// Output quantization is TFLite's fixed one for int8 softmax: scale 1/256, zero point -128.
-void softmax_s8(const SoftmaxParams& p, const int8_t* input, int8_t* output);
 void mean_s8(const MeanParams& p, const int8_t* input, int8_t* output);
 
 // Sub-byte weights (kernels/<op>_packed_s8.cc): the int8 kernels above with filters of 4 or 2 bits per
