@@ -9,7 +9,6 @@ import pytest
 
 from tests.conftest import assert_one_line_error, run_cli
 from tinyexit import manifest as mf
-from tinyexit.errors import TinyexitError
 from tinyexit.firmware_build import build
 from tinyexit.harness import ERROR, INFER, INFO, SET_POLICY, SYNC, Device, frame, host_firmware
 from tinyexit.policy import NEVER
@@ -160,19 +159,6 @@ def test_fuzzed_frames_under_address_sanitizer(har_model, tmp_path):
             answered += 1
         assert dev.info()["task"] == "har"
     assert answered >= 8_000
-
-
-def test_unsupported_operator_is_one_clear_error(tmp_path):
-    import keras
-
-    from tinyexit.export import convert_int8
-
-    inp = keras.Input((8,))
-    model = keras.Model(inp, keras.layers.Dense(4, activation="tanh")(inp))
-    (tmp_path / "tanh.tflite").write_bytes(convert_int8(model, np.random.default_rng(0).random((16, 8), np.float32)))
-    with pytest.raises(TinyexitError, match="operator TANH .* is not supported"):
-        build(tmp_path / "tanh.tflite", "host", tmp_path / "b")
-    assert_one_line_error(run_cli("build", str(tmp_path / "tanh.tflite"), "--out", str(tmp_path / "c")), "TANH")
 
 
 def test_build_and_sim_commands(har_model, har_reference, tmp_path):

@@ -7,7 +7,7 @@ import os
 import shutil
 import subprocess
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tinyexit.errors import TinyexitError
@@ -74,6 +74,8 @@ class Build:
     num_layers: int
     macs: int
     layers: list
+    input_sizes: list = field(default_factory=list)  # bytes of each model input
+    outputs: list = field(default_factory=list)      # the last stage's outputs (codegen.describe_outputs)
 
 
 def runtime_sources(target: str) -> list[Path]:
@@ -137,7 +139,7 @@ def build(model_path: str | Path, target: str, out_dir: str | Path, sanitize: bo
     if proc.returncode != 0:
         _fail(target, proc.stderr, out_dir / "build.log")
     return Build(target, binary, generated.arena_bytes, generated.input_bytes, generated.num_layers, generated.macs,
-                 generated.layers)
+                 generated.layers, generated.input_sizes, generated.outputs)
 
 
 MODEL_DEFINES = ("-DTX_MAX_INPUT_BYTES=", "-DTX_MAX_OUTPUT_BYTES=", "-DTX_NUM_LAYERS=")

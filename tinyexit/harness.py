@@ -14,7 +14,7 @@ import numpy as np
 
 from tinyexit.errors import TinyexitError
 
-SYNC, VERSION, REPLY, ERROR = 0xA5, 1, 0x80, 0x7F
+SYNC, VERSION, REPLY, ERROR = 0xA5, 2, 0x80, 0x7F
 INFO, INFER, SET_POLICY, PROFILE = 0x01, 0x02, 0x03, 0x04
 ERRORS = {1: "bad checksum", 2: "oversized frame", 3: "unknown command", 4: "wrong input size",
           5: "bad version", 6: "truncated frame", 7: "bad argument"}
@@ -47,6 +47,7 @@ class Inference:
     stage_cycles: list[int]
     output: np.ndarray | None
     layer_cycles: list[int] | None = None
+    outputs: list[np.ndarray] | None = None  # every output of the last stage run (all_outputs=True), int8
 
 
 class Device:
@@ -88,17 +89,31 @@ class Device:
         return body
 
     def info(self) -> dict:
-        b = self.request(INFO)
+        try:
+            b = self.request(INFO)
+        except DeviceError as err:
+            if err.code == 5:
+                raise TinyexitError(f"the firmware speaks another protocol version than this tinyexit ({VERSION}): "
+                                    f"rebuild and flash it with this tinyexit") from None
+            raise
         version = b[0]
         task = b[1:17].rstrip(b"\0").decode()
         sha = b[17:49].hex()
         stages, exits, arena, input_size, layers, macs = struct.unpack("<BBIIHQ", b[49:69])
+        n_inputs = b[101]
+        input_sizes = list(struct.unpack(f"<{n_inputs}I", b[102:102 + 4 * n_inputs]))
         return {"version": version, "task": task, "sha256": sha, "stages": stages, "exits": exits,
                 "arena_bytes": arena, "input_bytes": input_size, "layers": layers, "macs": macs,
-                "port": b[69:85].rstrip(b"\0").decode(), "cycle_unit": b[85:101].rstrip(b"\0").decode()}
+                "port": b[69:85].rstrip(b"\0").decode(), "cycle_unit": b[85:101].rstrip(b"\0").decode(),
+                "input_sizes": input_sizes, "outputs": b[102 + 4 * n_inputs]}
 
-    def infer(self, x: np.ndarray, with_output: bool = True, profile: bool = False) -> Inference:
-        body = self.request(PROFILE if profile else INFER, bytes([1 if with_output else 0]) + np.asarray(x, np.int8).tobytes())
+    def infer(self, x: np.ndarray | list[np.ndarray], with_output: bool = True, profile: bool = False,
+              all_outputs: bool = False) -> Inference:
+        """x: one sample, or one array per model input (sent one after the other)."""
+        parts = x if isinstance(x, (list, tuple)) else [x]
+        data = b"".join(np.asarray(p, np.int8).tobytes() for p in parts)
+        flags = (1 if with_output else 0) | (2 if all_outputs else 0)
+        body = self.request(PROFILE if profile else INFER, bytes([flags]) + data)
         exit_, cls, conf, stages = struct.unpack("<BBHB", body[:5])
         cycles = list(struct.unpack(f"<{stages}I", body[5:5 + 4 * stages]))
         pos = 5 + 4 * stages
@@ -109,7 +124,15 @@ class Device:
         if profile:
             (n,) = struct.unpack("<H", body[pos:pos + 2])
             layer_cycles = list(struct.unpack(f"<{n}I", body[pos + 2:pos + 2 + 4 * n]))
-        return Inference(exit_, cls, conf, cycles, output, layer_cycles)
+            pos += 2 + 4 * n
+        outputs = None
+        if all_outputs:
+            outputs, count, pos = [], body[pos], pos + 1
+            for _ in range(count):
+                (size,) = struct.unpack("<H", body[pos:pos + 2])
+                outputs.append(np.frombuffer(body[pos + 2:pos + 2 + size], np.int8).copy())
+                pos += 2 + size
+        return Inference(exit_, cls, conf, cycles, output, layer_cycles, outputs)
 
     def set_policy(self, thresholds: dict[int, int]) -> None:
         self.request(SET_POLICY, b"".join(struct.pack("<BH", e, t) for e, t in thresholds.items()))

@@ -50,19 +50,22 @@ class StageInterpreter:
             self._it = Interpreter(model_content=model_bytes, experimental_op_resolver_type=kind)
             self._it.allocate_tensors()
             # LiteRT lists outputs in the subgraph's order too
-            self._in = self._it.get_input_details()[0]["index"]
             self._outs = [d["index"] for d in self._it.get_output_details()]
             self.n_outputs = len(self._outs)
         else:
             raise TinyexitError(f"unknown backend '{backend}' (known: {', '.join(BACKENDS)})")
 
-    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
-        """x: one sample with its batch dimension; returns every output (with batch dimension)."""
+    def __call__(self, x: np.ndarray | list[np.ndarray]) -> list[np.ndarray]:
+        """x: one sample with its batch dimension (a list of them for a model with several inputs); returns
+        every output (with batch dimension)."""
+        xs = x if isinstance(x, (list, tuple)) else [x]
         if self.backend == "tflm":
-            self._it.set_input(x, 0)  # TFLM may reuse the input's memory: set it before every invoke
+            for i, value in enumerate(xs):  # TFLM may reuse the input's memory: set it before every invoke
+                self._it.set_input(value, i)
             self._it.invoke()
             return [np.array(self._it.get_output(i)) for i in range(self.n_outputs)]
-        self._it.set_tensor(self._in, x)
+        for detail, value in zip(self._it.get_input_details(), xs):
+            self._it.set_tensor(detail["index"], value)
         self._it.invoke()
         return [np.array(self._it.get_tensor(i)) for i in self._outs]
 

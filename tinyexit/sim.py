@@ -31,28 +31,47 @@ def check_inputs(x: np.ndarray, input_bytes: int) -> None:
         raise TinyexitError(f"inputs have shape {x.shape}; each must hold {input_bytes} int8 values")
 
 
-def run_samples(dev, x: np.ndarray, y: np.ndarray | None, label: str, progress: bool = True,
-                profile_layers: bool = False) -> tuple[dict, dict]:
+def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """An output DEQUANTIZE as TFLite Micro computes it: float32(double(scale) * (q - zero_point))."""
+    return (np.float64(np.float32(scale)) * (q.astype(np.int64) - zero_point)).astype(np.float32)
+
+
+def run_samples(dev, x: np.ndarray | list[np.ndarray], y: np.ndarray | None, label: str, progress: bool = True,
+                profile_layers: bool = False, outputs: list[dict] | None = None) -> tuple[dict, dict]:
     """Every input through a connected Device (harness.Device) with the firmware's own exit policy, then
     the no-exit path on the first samples (every early exit switched off: the device's policy is left
-    that way). profile_layers: the first no-exit sample goes through PROFILE, giving per-layer cycles."""
+    that way). profile_layers: the first no-exit sample goes through PROFILE, giving per-layer cycles.
+    x: (N, ...) or, for a model with several inputs, one such array per input. outputs: the model's outputs
+    (codegen.describe_outputs) to collect every one of them as `output_<i>` in the result (one-stage models),
+    dequantized where the model ends in DEQUANTIZE."""
     from tqdm import tqdm
 
     info = dev.info()
-    check_inputs(x, info["input_bytes"])
-    n = len(x)
-    pred, exits, cycles, outputs = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64), []
+    xs = list(x) if isinstance(x, (list, tuple)) else [x]
+    if len(xs) != len(info["input_sizes"]):
+        raise TinyexitError(f"the model takes {len(info['input_sizes'])} inputs; {len(xs)} given")
+    for a, size in zip(xs, info["input_sizes"]):
+        check_inputs(a, size)
+    n = len(xs[0])
+    if any(len(a) != n for a in xs):
+        raise TinyexitError(f"the inputs hold different numbers of samples ({', '.join(str(len(a)) for a in xs)})")
+    every = outputs is not None and info["stages"] == 1
+    pred, exits, cycles, logits = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64), []
+    collected: list[list[np.ndarray]] = [[] for _ in (outputs or [])]
     for i in tqdm(range(n), desc=f"{label} firmware", unit="sample", disable=not progress or n < 50, leave=False):
-        r = dev.infer(x[i])
+        r = dev.infer([a[i] for a in xs] if len(xs) > 1 else xs[0][i], all_outputs=every)
         pred[i], exits[i], cycles[i] = r.predicted_class, r.exit, sum(r.stage_cycles)
-        outputs.append(r.output)
+        logits.append(r.output)
+        for j, got in enumerate(r.outputs or []):
+            collected[j].append(got)
     # the no-exit path: every early exit switched off, on the first samples
     early = {e: NEVER for e in range(info["exits"] - 1)}
     if early:
         dev.set_policy(early)
     full, per_stage, layer_cycles = [], [], None
     for i in range(min(n, 20)):
-        r = dev.infer(x[i], with_output=False, profile=profile_layers and i == 0)
+        r = dev.infer([a[i] for a in xs] if len(xs) > 1 else xs[0][i], with_output=False,
+                      profile=profile_layers and i == 0)
         full.append(sum(r.stage_cycles))
         per_stage.append(r.stage_cycles)
         layer_cycles = r.layer_cycles if r.layer_cycles is not None else layer_cycles
@@ -69,7 +88,12 @@ def run_samples(dev, x: np.ndarray, y: np.ndarray | None, label: str, progress: 
         "energy_uj": None,
         "board": None,
     }
-    result = {"pred": pred, "exit": exits, "instructions": cycles, "output": np.stack(outputs) if outputs else np.zeros((0,))}
+    result = {"pred": pred, "exit": exits, "instructions": cycles, "output": np.stack(logits) if logits else np.zeros((0,))}
+    if every:
+        for j, (desc, values) in enumerate(zip(outputs, collected)):
+            q = np.stack(values).reshape(n, *desc["shape"][1:]) if values else np.zeros((0, *desc["shape"][1:]), np.int8)
+            dq = desc.get("dequantize")
+            result[f"output_{j}"] = dequantize(q, dq["scale"], dq["zero_point"]) if dq else q
     if profile_layers:
         result["layer_cycles"] = np.asarray(layer_cycles or [], np.int64)
     return result, summary
@@ -85,17 +109,21 @@ def add_energy(summary: dict, board) -> None:
         summary["energy_uj_no_exit"] = board.energy_uj(summary["instructions_no_exit"])
 
 
-def simulate(model: str | Path, target: str, x: np.ndarray, y: np.ndarray | None, build_dir: Path,
-             progress: bool = True, board=None) -> tuple[dict, dict]:
-    """Build the firmware for target, run the inputs through it (run_samples); board (tinyexit.boards.Board)
-    prices the counts in energy."""
+def simulate(model: str | Path, target: str, x: np.ndarray | list[np.ndarray], y: np.ndarray | None,
+             build_dir: Path, progress: bool = True, board=None) -> tuple[dict, dict]:
+    """Build the firmware for target, run the inputs through it (run_samples, every output of a one-stage
+    model collected); board (tinyexit.boards.Board) prices the counts in energy."""
     from tinyexit.firmware_build import build
     from tinyexit.harness import firmware
 
     fw = build(model, target, build_dir)
-    check_inputs(x, fw.input_bytes)
+    xs = list(x) if isinstance(x, (list, tuple)) else [x]
+    if len(xs) != len(fw.input_sizes):
+        raise TinyexitError(f"the model takes {len(fw.input_sizes)} inputs; {len(xs)} given")
+    for a, size in zip(xs, fw.input_sizes):
+        check_inputs(a, size)
     with firmware(target, fw.binary) as dev:
-        result, summary = run_samples(dev, x, y, target, progress)
+        result, summary = run_samples(dev, x, y, target, progress, outputs=fw.outputs)
     add_energy(summary, board)
     return result, summary
 

@@ -11,7 +11,7 @@ constexpr int32_t kHeader = 4;  // version, command, length
 // One frame in, one frame out, sized by the generated model (TX_MAX_* come from the build): the receive
 // buffer holds the largest legal request (INFER + input), the reply the largest answer (PROFILE).
 alignas(4) uint8_t rx[kHeader + 1 + TX_MAX_INPUT_BYTES + 2];
-alignas(4) uint8_t tx_buf[128 + kMaxStages * 4 + TX_MAX_OUTPUT_BYTES + TX_NUM_LAYERS * 4];
+alignas(4) uint8_t tx_buf[128 + kMaxStages * 4 + TX_MAX_OUTPUT_BYTES + TX_NUM_LAYERS * 4 + 2 * kMaxOutputs];
 uint32_t layer_cycles[TX_NUM_LAYERS];
 
 struct Writer {
@@ -25,14 +25,30 @@ struct Writer {
   }
 };
 
-void send(uint8_t command, const uint8_t* payload, size_t size) {
+struct Part {
+  const uint8_t* data;
+  size_t size;
+};
+
+// One frame whose payload is the parts one after the other: tensors go out straight from the arena, so
+// the reply buffer need not hold them.
+void send_parts(uint8_t command, const Part* parts, int count) {
+  size_t size = 0;
+  for (int i = 0; i < count; ++i) size += parts[i].size;
   uint8_t head[5] = {kSync, kVersion, command, static_cast<uint8_t>(size), static_cast<uint8_t>(size >> 8)};
   uint16_t crc = crc16(head + 1, 4);
-  crc = crc16(payload, size, crc);
+  for (int i = 0; i < count; ++i) crc = crc16(parts[i].data, parts[i].size, crc);
   const uint8_t tail[2] = {static_cast<uint8_t>(crc), static_cast<uint8_t>(crc >> 8)};
   platform::write_bytes(head, 5);
-  if (size) platform::write_bytes(payload, size);
+  for (int i = 0; i < count; ++i) {
+    if (parts[i].size) platform::write_bytes(parts[i].data, parts[i].size);
+  }
   platform::write_bytes(tail, 2);
+}
+
+void send(uint8_t command, const uint8_t* payload, size_t size) {
+  const Part part{payload, size};
+  send_parts(command, &part, 1);
 }
 
 void send_error(uint8_t command, ErrorCode code) {
@@ -54,14 +70,20 @@ void reply_info() {
   w.u64(m.macs);
   w.text(platform::name(), 16);
   w.text(platform::cycle_unit(), 16);
+  w.u8(m.num_inputs);
+  for (int32_t i = 0; i < m.num_inputs; ++i) w.u32(m.inputs[i].size);
+  w.u8(m.stages[m.num_stages - 1].num_outputs);
   send(kInfo | kReplyBit, tx_buf, w.p - tx_buf);
 }
 
 void reply_infer(uint8_t command, const uint8_t* payload, uint32_t size) {
   const ModelInfo& m = model();
   if (size != 1 + static_cast<uint32_t>(m.input_size)) return send_error(command, kWrongInputSize);
-  const bool with_output = payload[0] & 1;
-  for (int32_t i = 0; i < m.input_size; ++i) m.input[i] = static_cast<int8_t>(payload[1 + i]);
+  const bool with_output = payload[0] & 1, all_outputs = payload[0] & 2;
+  const uint8_t* in = payload + 1;
+  for (int32_t k = 0; k < m.num_inputs; ++k) {
+    for (int32_t i = 0; i < m.inputs[k].size; ++i) m.inputs[k].data[i] = static_cast<int8_t>(*in++);
+  }
   const bool profile = command == kProfile;
   if (profile) {
     for (int32_t i = 0; i < m.num_layers; ++i) layer_cycles[i] = 0;
@@ -82,7 +104,24 @@ void reply_infer(uint8_t command, const uint8_t* payload, uint32_t size) {
     w.u16(m.num_layers);
     for (int32_t i = 0; i < m.num_layers; ++i) w.u32(layer_cycles[i]);
   }
-  send(command | kReplyBit, tx_buf, w.p - tx_buf);
+  if (!all_outputs) return send(command | kReplyBit, tx_buf, w.p - tx_buf);
+  const StageInfo& last = m.stages[r.stages_run - 1];
+  w.u8(last.num_outputs);
+  // [fixed fields] then per output: its size (in tx_buf, after the fixed fields) and its bytes (the arena)
+  Part parts[1 + 2 * kMaxOutputs];
+  const uint8_t* fixed_end = w.p;
+  size_t total = fixed_end - tx_buf;
+  parts[0] = {tx_buf, total};
+  for (int32_t i = 0; i < last.num_outputs; ++i) {
+    uint8_t* size_field = w.p;
+    w.u16(last.outputs[i].size);
+    parts[1 + 2 * i] = {size_field, 2};
+    parts[2 + 2 * i] = {reinterpret_cast<const uint8_t*>(last.outputs[i].data),
+                        static_cast<size_t>(last.outputs[i].size)};
+    total += 2 + last.outputs[i].size;
+  }
+  if (total > 0xFFFF) return send_error(command, kBadArgument);
+  send_parts(command | kReplyBit, parts, 1 + 2 * last.num_outputs);
 }
 
 void reply_set_policy(const uint8_t* payload, uint32_t size) {

@@ -57,10 +57,10 @@ def load(path: str | Path) -> Model:
         return Model(m["task"], model_hash(m), stages, m["exits"], str(path))
     if path.suffix == ".tflite":
         g = Graph.load(path)
-        if len(g.inputs) != 1 or len(g.outputs) != 1:
-            raise TinyexitError(f"{path}: a plain model must have one input and one output "
-                                f"(has {len(g.inputs)} and {len(g.outputs)})")
-        out = g.tensors[g.outputs[0]]
+        if not g.inputs or not g.outputs:
+            raise TinyexitError(f"{path}: the model has no inputs or no outputs")
+        # the exit is the first output (the .tflite's order); its int8 tensor where a DEQUANTIZE ends it
+        out = g.tensors[dequantized_outputs(g).get(g.outputs[0], g.outputs[0])]
         scale = float(out.scale[0]) if out.scale is not None else 1.0
         exits = [{"index": 0, "stage": 0, "output": 0, "final": True, "classes": int(np.prod(out.shape)),
                   "logit_scale": scale, "policy": None}]
@@ -79,6 +79,36 @@ def model_hash(manifest: dict) -> bytes:
     return hashlib.sha256(json.dumps(m, sort_keys=True, separators=(",", ":")).encode()).digest()
 
 
+MAX_INPUTS, MAX_OUTPUTS = 8, 16  # runtime.h kMaxOutputs; INFO's reply room
+
+
+def dequantized_outputs(graph: Graph) -> dict[int, int]:
+    """Outputs that a DEQUANTIZE makes float: output tensor -> its int8 input. The firmware stays integer:
+    it sends the int8 tensor and the host dequantizes it as TFLite Micro does (describe_outputs)."""
+    producers = graph.producers()
+    found = {}
+    for t in graph.outputs:
+        op = producers.get(t)
+        if op is not None and op.op == "DEQUANTIZE" and graph.tensors[op.inputs[0]].dtype == "int8":
+            found[t] = op.inputs[0]
+    return found
+
+
+def describe_outputs(graph: Graph) -> list[dict]:
+    """The stage's outputs as the host sees them: name, shape, dtype, and for outputs the firmware sends as
+    int8 but the model gives as float (an output DEQUANTIZE), the scale and zero point to dequantize with."""
+    aliases = dequantized_outputs(graph)
+    rows = []
+    for t in graph.outputs:
+        tensor = graph.tensors[t]
+        row = {"name": tensor.name, "shape": list(tensor.shape), "dtype": tensor.dtype, "dequantize": None}
+        if t in aliases:
+            src = graph.tensors[aliases[t]]
+            row["dequantize"] = {"scale": float(src.scale[0]), "zero_point": int(src.zero_point[0])}
+        rows.append(row)
+    return rows
+
+
 @dataclass
 class Generated:
     source: Path
@@ -88,25 +118,65 @@ class Generated:
     macs: int
     layers: list[dict]
     max_output_bytes: int
+    input_sizes: list[int] = field(default_factory=list)
+    outputs: list[dict] = field(default_factory=list)  # the last stage's, describe_outputs
 
 
-def generate(model: Model, out_dir: Path) -> Generated:
-    out_dir.mkdir(parents=True, exist_ok=True)
+@dataclass
+class Layout:
+    """The operators of every stage and the static memory plan: buffer per activation tensor and scratch."""
+    key_of: dict
+    buffers: dict
+    arena: int
+    layers: list[dict]
+    unsupported: list[dict]  # tolerant layouts only: stage, index, op, output, reason
+
+
+def layout(model: Model, tolerant: bool = False) -> Layout:
+    """Make each stage's operators (`Stage.ops`) and plan the arena. tolerant: an operator the firmware cannot
+    run is recorded in `unsupported` (its outputs still get buffers) instead of ending the generation."""
     # buffers: one per activation tensor; a stage's input is the previous stage's features tensor
     key_of: dict[tuple[int, int], tuple[int, int]] = {}
     buffers: dict[tuple[int, int], Buffer] = {}
     step = 0
-    layers = []
+    layers, unsupported = [], []
     for k, stage in enumerate(model.stages):
         g = stage.graph
+        stage.ops = []
+        aliases = dequantized_outputs(g)
+        if len(g.outputs) > MAX_OUTPUTS:
+            raise TinyexitError(f"{model.source}: a stage with {len(g.outputs)} outputs (at most {MAX_OUTPUTS})")
         if k > 0:
             prev = model.stages[k - 1].graph
             key_of[(k, g.inputs[0])] = key_of[(k - 1, prev.outputs[0])]
         else:
-            key_of[(0, g.inputs[0])] = (0, g.inputs[0])
-            buffers[(0, g.inputs[0])] = Buffer(g.tensors[g.inputs[0]].nbytes, -1, -1)
+            if len(g.inputs) > MAX_INPUTS:
+                raise TinyexitError(f"{model.source}: a model with {len(g.inputs)} inputs (at most {MAX_INPUTS})")
+            for t in g.inputs:
+                if g.tensors[t].dtype != "int8" and not tolerant:
+                    raise TinyexitError(f"{model.source}: input '{g.tensors[t].name}' is {g.tensors[t].dtype}; "
+                                        f"the model inputs must be int8 (convert with int8 inputs)")
+                key_of[(0, t)] = (0, t)
+                buffers[(0, t)] = Buffer(g.tensors[t].nbytes, -1, -1)
         for i, op in enumerate(fold.runtime_ops(g)):
-            o = oplib.make(g, op, f"s{k}_l{i}", stage.weight_bits.get(g.tensors[op.outputs[0]].name))
+            if op.outputs[0] in aliases:  # an output DEQUANTIZE: the host does it
+                continue
+            try:
+                o = oplib.make(g, op, f"s{k}_l{i}", stage.weight_bits.get(g.tensors[op.outputs[0]].name))
+            except TinyexitError as err:
+                if not tolerant:
+                    raise
+                reason = str(err).removeprefix(f"{g.source}: ")
+                unsupported.append({"stage": k, "index": i, "op": op.op,
+                                    "output": g.tensors[op.outputs[0]].name, "reason": reason})
+                for t in op.inputs:
+                    if t >= 0 and (k, t) in key_of:
+                        buffers[key_of[(k, t)]].use(step)
+                for t in op.outputs:
+                    key_of[(k, t)] = (k, t)
+                    buffers[(k, t)] = Buffer(g.tensors[t].nbytes, step, step)
+                step += 1
+                continue
             stage.ops.append(o)
             for t in o.activations:
                 buffers[key_of[(k, t)]].use(step)
@@ -115,23 +185,36 @@ def generate(model: Model, out_dir: Path) -> Generated:
                 buffers[(k, t)] = Buffer(g.tensors[t].nbytes, step, step)
             if o.scratch_bytes:
                 buffers[("scratch", step)] = Buffer(o.scratch_bytes, step, step)
-            layers.append({"stage": k, **o.report()})
+            layers.append({"stage": k, "index": i, **o.report()})
+            o.step = step
             step += 1
         stage_end = step - 1
+        for t, src in aliases.items():
+            key_of[(k, t)] = key_of[(k, src)]
         for t in g.outputs:  # stage outputs live to the end of their stage, features into the next one
-            buffers[key_of[(k, t)]].use(stage_end)
-    if model.stages[0].graph.tensors[model.stages[0].graph.inputs[0]].dtype != "int8":
-        raise TinyexitError(f"{model.source}: the model input must be int8")
+            if (k, t) in key_of:
+                buffers[key_of[(k, t)]].use(stage_end)
     arena = plan(list(buffers.values()))
-    step = 0
     for stage in model.stages:
         for o in stage.ops:
             if o.scratch_bytes:
-                o.scratch = f"(arena + {buffers[('scratch', step)].offset})"
-            step += 1
+                o.scratch = f"(arena + {buffers[('scratch', o.step)].offset})"
+    return Layout(key_of, buffers, arena, layers, unsupported)
+
+
+def generate(model: Model, out_dir: Path) -> Generated:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lay = layout(model)
+    key_of, buffers, arena, layers = lay.key_of, lay.buffers, lay.arena, lay.layers
 
     def ptr(k: int):
         return lambda t: f"(arena + {buffers[key_of[(k, t)]].offset})"
+
+    def refs(name: str, k: int, tensors: list[int]) -> str:
+        g = model.stages[k].graph
+        sizes = [int(np.prod(g.tensors[t].shape)) for t in tensors]  # int8 bytes (dequantized outputs too)
+        rows = ", ".join(f"{{{ptr(k)(t)}, {n}}}" for t, n in zip(tensors, sizes))
+        return f"const TensorRef {name}[] = {{{rows}}};"
 
     text = ['// Generated by tinyexit codegen from ' + Path(model.source).name + ': do not edit.',
             '#include "tinyexit/kernels.h"', '#include "tinyexit/platform.h"', '#include "tinyexit/runtime.h"',
@@ -144,13 +227,14 @@ def generate(model: Model, out_dir: Path) -> Generated:
     first = 0
     stage_rows = []
     for k, stage in enumerate(model.stages):
+        text.append(refs(f"stage_{k}_outputs", k, stage.graph.outputs))
         text.append(f"void stage_{k}(uint32_t* layer_cycles) {{")
         text.append("  uint32_t t = layer_cycles ? platform::cycles() : 0;")
         for i, o in enumerate(stage.ops):
             text.append(f"  {o.call(ptr(k))}")
             text.append(f"  if (layer_cycles) {{ const uint32_t now = platform::cycles(); layer_cycles[{i}] = now - t; t = now; }}")
         text.append("}\n")
-        stage_rows.append(f"{{stage_{k}, {first}, {len(stage.ops)}}}")
+        stage_rows.append(f"{{stage_{k}, {first}, {len(stage.ops)}, stage_{k}_outputs, {len(stage.graph.outputs)}}}")
         first += len(stage.ops)
     exit_rows = []
     kinds = {e["index"]: policy.kind_of(e) for e in model.exits}
@@ -170,14 +254,17 @@ def generate(model: Model, out_dir: Path) -> Generated:
         exit_rows.append(f"{{{e['stage']}, {e['classes']}, {ptr(e['stage'])(logits_t)}, exit{n}_lut, "
                          f"{threshold}, {'true' if e['final'] else 'false'}, {POLICY_KINDS[kinds[n]]}, {entropy}}}")
     g0 = model.stages[0].graph
-    input_bytes = g0.tensors[g0.inputs[0]].nbytes
+    input_sizes = [g0.tensors[t].nbytes for t in g0.inputs]
+    input_bytes = sum(input_sizes)
+    text.append(refs("model_inputs", 0, g0.inputs))
     macs = sum(o.macs for s in model.stages for o in s.ops)
     text += [f"const StageInfo stages[] = {{{', '.join(stage_rows)}}};",
              f"ExitInfo exits[] = {{{', '.join(exit_rows)}}};",
              oplib.c_array("uint8_t", "model_sha256", np.frombuffer(model.sha256, np.uint8)),
              f"const ModelInfo info = {{\"{model.task[:15]}\", model_sha256, {len(model.stages)}, stages, "
-             f"{len(model.exits)}, exits, {ptr(0)(g0.inputs[0])}, {input_bytes}, {arena}, {first}, {macs}}};",
+             f"{len(model.exits)}, exits, model_inputs, {len(g0.inputs)}, {input_bytes}, {arena}, {first}, {macs}}};",
              "", "}  // namespace", "", "const ModelInfo& model() { return info; }", "", "}  // namespace tx", ""]
     source = out_dir / "model.cc"
     source.write_text("\n".join(text))
-    return Generated(source, arena, input_bytes, first, macs, layers, max(e["classes"] for e in model.exits))
+    return Generated(source, arena, input_bytes, first, macs, layers, max(e["classes"] for e in model.exits),
+                     input_sizes, describe_outputs(model.stages[-1].graph))

@@ -1,4 +1,4 @@
-// Serial protocol, version 1: the same bytes on host, QEMU and boards.
+// Serial protocol, version 2: the same bytes on host, QEMU and boards.
 //
 // Frame:  0xA5 | version (1) | command (1) | length (u16 LE) | payload (length) | crc16 (u16 LE)
 // crc16 is CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF) over version, command, length and payload.
@@ -7,10 +7,13 @@
 //
 // Requests and replies (all integers little endian):
 //   INFO (0x01)       -> version u8, task char[16], model sha256[32], stages u8, exits u8, arena u32,
-//                        input size u32, layers u16, MACs u64, port char[16], cycle unit char[16]
-//   INFER (0x02)      flags u8 (bit 0: return the output tensor), input bytes
+//                        input size u32, layers u16, MACs u64, port char[16], cycle unit char[16],
+//                        inputs u8, input size u32 x inputs, outputs of the last stage u8
+//   INFER (0x02)      flags u8 (bit 0: return the exit's logits; bit 1: every output of the last stage run),
+//                     input bytes (every input, one after the other)
 //                     -> exit u8, class u8, confidence_q15 u16, stages run u8, cycles u32 x stages run,
-//                        output size u16, output bytes (when asked)
+//                        output size u16, output bytes (bit 0), then (bit 1) outputs u8, [size u16, bytes] x
+//                        outputs; a reply that would not fit a frame gets error 7 (bad argument)
 //   SET_POLICY (0x03) [exit u8, threshold_q15 u16] x n -> empty
 //   PROFILE (0x04)    like INFER -> the INFER reply, then layers u16, cycles u32 x layers (0 if not run)
 #pragma once
@@ -21,7 +24,7 @@
 namespace tx::protocol {
 
 constexpr uint8_t kSync = 0xA5;
-constexpr uint8_t kVersion = 1;
+constexpr uint8_t kVersion = 2;  // 2: several inputs and outputs (INFO, INFER bit 1)
 constexpr uint8_t kReplyBit = 0x80;
 constexpr uint8_t kError = 0x7F;
 constexpr int32_t kByteTimeoutMs = 200;  // a frame that stalls this long is truncated

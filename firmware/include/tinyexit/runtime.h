@@ -7,6 +7,7 @@
 namespace tx {
 
 constexpr int kMaxStages = 8;
+constexpr int kMaxOutputs = 16;  // of one stage (codegen refuses more)
 
 // The exit policies' Q15 scores (tinyexit/policy.py defines each; the two must agree bit for bit).
 enum PolicyKind : int32_t { kMaxProb = 0, kMargin = 1, kEntropy = 2 };
@@ -24,9 +25,16 @@ struct ExitInfo {
   int32_t ln_classes_q12;       // kEntropy: round(4096 * ln(classes))
 };
 
+struct TensorRef {  // an int8 tensor in the arena
+  int8_t* data;
+  int32_t size;
+};
+
 struct StageInfo {
   void (*run)(uint32_t* layer_cycles);  // layer_cycles: null, or room for this stage's layers
   int32_t first_layer, num_layers;
+  const TensorRef* outputs;  // every output of the stage (the .tflite's order), valid after it ran
+  int32_t num_outputs;
 };
 
 struct ModelInfo {
@@ -36,8 +44,9 @@ struct ModelInfo {
   const StageInfo* stages;
   int32_t num_exits;
   ExitInfo* exits;        // mutable: SET_POLICY changes thresholds at run time
-  int8_t* input;
-  int32_t input_size;
+  const TensorRef* inputs;  // stage 0's inputs (a plain model may have several), in the .tflite's order
+  int32_t num_inputs;
+  int32_t input_size;       // all inputs' bytes
   int32_t arena_size;
   int32_t num_layers;
   int64_t macs;           // whole model, all stages
@@ -55,7 +64,7 @@ struct InferResult {
 // Predicted class (lowest index among ties) and the exit's Q15 policy score, exactly as tinyexit/policy.py.
 int32_t exit_score_q15(const ExitInfo& x, int32_t* predicted_class);
 
-// Runs stages on model().input until an exit takes the sample. layer_cycles: null or num_layers entries.
+// Runs stages on model().inputs until an exit takes the sample. layer_cycles: null or num_layers entries.
 void infer(InferResult* result, uint32_t* layer_cycles);
 
 }  // namespace tx
