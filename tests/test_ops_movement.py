@@ -322,3 +322,176 @@ def test_op_matches_tflite_micro(op, tmp_path):
     buf = cases.finish()
     assert op in {o.op for o in Graph(buf).ops}
     run_both(buf, tmp_path, op.lower(), rng)
+
+
+def test_shape_arithmetic_is_folded(tmp_path):
+    """SHAPE -> STRIDED_SLICE -> PACK (Keras' Flatten without a fixed batch) and int32 SLICE/MUL/CONCATENATION
+    on it become constants at generation time: the device runs only int8 operators. A constant int8 tensor
+    moved by TRANSPOSE folds too and is concatenated with an activation from flash."""
+    rng = np.random.default_rng(3)
+    net = Net()
+    x = net.tensor([1, 4, 5, 3], zero_point=4)
+    shape, batch, height, width, rows, packed, new_shape = (
+        net.tensor(s, "int32") for s in ([4], [], [1], [1], [1], [1], [3]))
+    net.op("SHAPE", [x], [shape], options(schema.ShapeOptionsT, outType=schema.TensorType.INT32))
+    net.op("STRIDED_SLICE", [shape, net.const([0]), net.const([1]), net.const([1])], [batch],
+           options(schema.StridedSliceOptionsT, shrinkAxisMask=1))
+    net.op("SLICE", [shape, net.const([1]), net.const([1])], [height])
+    net.op("SLICE", [shape, net.const([2]), net.const([1])], [width])
+    net.op("MUL", [height, width], [rows], options(schema.MulOptionsT))
+    net.op("PACK", [batch], [packed], options(schema.PackOptionsT, valuesCount=1, axis=0))
+    net.op("CONCATENATION", [packed, rows, net.const([-1])], [new_shape], options(schema.ConcatenationOptionsT, axis=0))
+    flat = net.tensor([1, 20, 3], zero_point=4)
+    net.op("RESHAPE", [x, new_shape], [flat])
+    weights = net.tensor([1, 3, 2], "int8", rng.integers(-128, 128, (1, 3, 2)), zero_point=4)
+    moved = net.tensor([1, 2, 3], zero_point=4)
+    net.op("TRANSPOSE", [weights, net.const([0, 2, 1])], [moved])
+    out = net.tensor([1, 22, 3], zero_point=4)
+    net.op("CONCATENATION", [flat, moved], [out], options(schema.ConcatenationOptionsT, axis=1))
+    buf = net.finish([x], [out])
+
+    graph = Graph(buf)
+    remaining = fold.runtime_ops(graph)
+    assert [o.op for o in remaining] == ["RESHAPE", "CONCATENATION"]
+    assert all(graph.tensors[t].dtype == "int8" for o in remaining for t in o.inputs + o.outputs
+               if not graph.tensors[t].is_constant)
+    assert graph.tensors[new_shape].data.tolist() == [1, 20, -1]
+    source = run_both(buf, tmp_path, "folded", rng)
+    assert "_const" in source  # the folded int8 constant is copied from flash
+
+
+def test_fold_integer_arithmetic():
+    """The int32 evaluators TFLite Micro cannot cross-check above: C-style division, floor division, GATHER,
+    reductions, RANGE and FILL, on a graph folded without any device."""
+    net = Net()
+    a, b = net.const([7, -7, 9]), net.const([2, 2, -4])
+    outs = {name: net.tensor([3], "int32") for name in ("DIV", "FLOOR_DIV", "FLOOR_MOD")}
+    for name, t in outs.items():
+        net.op(name, [a, b], [t])
+    gathered, prod, ranged, filled = (net.tensor(s, "int32") for s in ([2], [], [3], [2, 2]))
+    net.op("GATHER", [a, net.const([2, 0])], [gathered], options(schema.GatherOptionsT, axis=0))
+    net.op("REDUCE_PROD", [a, net.const([0])], [prod], options(schema.ReducerOptionsT))
+    net.op("RANGE", [net.const(np.int32(1)), net.const(np.int32(10)), net.const(np.int32(3))], [ranged])
+    net.op("FILL", [net.const([2, 2]), net.const(np.int32(5))], [filled])
+    x, y = net.tensor([2]), net.tensor([2])
+    net.op("RESHAPE", [x, net.const([2])], [y])
+    graph = Graph(net.finish([x], [y]))
+    assert [o.op for o in fold.runtime_ops(graph)] == ["RESHAPE"]
+    values = {name: graph.tensors[t].data.tolist() for name, t in outs.items()}
+    assert values == {"DIV": [3, -3, -2], "FLOOR_DIV": [3, -4, -3], "FLOOR_MOD": [1, 1, -3]}
+    assert graph.tensors[gathered].data.tolist() == [9, 7]
+    assert graph.tensors[prod].data.tolist() == -441
+    assert graph.tensors[ranged].data.tolist() == [1, 4, 7]
+    assert graph.tensors[filled].data.tolist() == [[5, 5], [5, 5]]
+
+
+def convert_int8_any_batch(model, calibration) -> bytes:
+    """As `convert_int8`, but traced with a free batch size: shape arithmetic stays in the model (SHAPE,
+    STRIDED_SLICE, PACK), as in models converted elsewhere."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([x[None]] for x in calibration)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.int8
+    return converter.convert()
+
+
+def _keras(name: str):
+    """(input shape, output builder, operators the conversion must contain) of each Keras case."""
+    import tensorflow as tf
+    from keras import layers
+
+    def conv(x, channels=3):
+        return layers.Conv2D(channels, 1)(x)
+
+    def lam(f):
+        return layers.Lambda(f)
+
+    return {
+        "flatten": ((4, 5, 3), lambda x: layers.Flatten()(conv(x)), {"RESHAPE"}),
+        "flatten_any_batch": ((4, 5, 3), lambda x: layers.Flatten()(conv(x)), {"SHAPE", "PACK", "RESHAPE"}),
+        "reshape_any_batch": ((4, 6), lambda x: layers.Reshape((3, 8))(x), {"SHAPE", "STRIDED_SLICE"}),
+        "reshape": ((4, 6), lambda x: layers.Reshape((2, 3, 4))(x), {"RESHAPE"}),
+        "permute": ((4, 5, 3), lambda x: layers.Permute((3, 1, 2))(x), {"TRANSPOSE"}),
+        "permute_4d": ((2, 3, 4, 5), lambda x: layers.Permute((4, 2, 3, 1))(x), {"TRANSPOSE"}),
+        "padding_cropping_1d": ((8, 3), lambda x: layers.Cropping1D((2, 1))(layers.ZeroPadding1D((1, 2))(x)),
+                                {"PAD", "STRIDED_SLICE"}),
+        "zero_padding_2d": ((5, 6, 3), lambda x: layers.ZeroPadding2D(((1, 2), (0, 3)))(conv(x)), {"PAD"}),
+        "cropping_2d": ((6, 7, 3), lambda x: layers.Cropping2D(((1, 2), (0, 3)))(x), {"STRIDED_SLICE"}),
+        "upsampling_1d": ((5, 3), lambda x: layers.UpSampling1D(2)(x), {"TILE"}),
+        "upsampling_2d": ((4, 5, 3), lambda x: layers.UpSampling2D((2, 3))(x), {"TILE"}),
+        "resizing_nearest": ((4, 5, 3), lambda x: layers.Resizing(9, 7, interpolation="nearest")(x),
+                             {"RESIZE_NEAREST_NEIGHBOR"}),
+        "resize_align_corners": ((4, 5, 3), lambda x: lam(lambda t: tf.compat.v1.image.resize_nearest_neighbor(
+            t, (7, 13), align_corners=True))(x), {"RESIZE_NEAREST_NEIGHBOR"}),
+        "concatenate_any_axis": ((4, 5, 3), lambda x: (lambda z: layers.Concatenate()([z, conv(z, 2)]))(
+            layers.Concatenate(axis=1)(2 * [layers.Concatenate(axis=2)([conv(x), x, conv(x)])])),
+            {"CONCATENATION"}),
+        "conv1d": ((12, 3), lambda x: layers.Conv1D(4, 3)(x), {"RESHAPE", "CONV_2D"}),
+        "pooling_1d": ((12, 4), lambda x: layers.AveragePooling1D(3, strides=2)(layers.MaxPooling1D(2)(x)),
+                       {"RESHAPE", "MAX_POOL_2D", "AVERAGE_POOL_2D"}),
+        "lambda_slices": ((8, 6, 3), lambda x: lam(lambda t: t[:, ::-2, 1:, 0])(lam(lambda t: t[:, 1:7])(x)),
+                          {"STRIDED_SLICE"}),
+        "split": ((8, 6), lambda x: layers.Concatenate()(lam(lambda t: tf.split(t, 3, axis=2))(x)[::-1]), {"SPLIT"}),
+        "split_sizes": ((8, 6), lambda x: layers.Concatenate(axis=1)(
+            lam(lambda t: tf.split(t, [2, 6], axis=1))(x)[::-1]), {"SPLIT_V"}),
+        "stack": ((4, 6, 3), lambda x: lam(lambda t: tf.stack(t, axis=2))([conv(x, 2), conv(x, 2)]), {"PACK"}),
+        "unstack": ((3, 4, 2), lambda x: layers.Concatenate()(lam(lambda t: tf.unstack(t, axis=2))(x)[::-1]),
+                    {"UNPACK"}),
+        "space_depth": ((4, 6, 3), lambda x: lam(lambda t: tf.nn.depth_to_space(t, 2))(
+            conv(lam(lambda t: tf.nn.space_to_depth(t, 2))(x), 8)), {"SPACE_TO_DEPTH", "DEPTH_TO_SPACE"}),
+        "pad_value": ((4, 6, 3), lambda x: lam(lambda t: tf.pad(t, [[0, 0], [1, 1], [2, 0], [0, 1]],
+                                                                   constant_values=0.5))(x), {"PADV2"}),
+        "reverse": ((4, 6), lambda x: lam(lambda t: tf.reverse(t, [1]))(x), {"REVERSE_V2"}),
+    }[name]
+
+
+KERAS = ["flatten", "flatten_any_batch", "reshape_any_batch", "reshape", "permute", "permute_4d",
+         "padding_cropping_1d", "zero_padding_2d", "cropping_2d", "upsampling_1d", "upsampling_2d",
+         "resizing_nearest", "resize_align_corners", "concatenate_any_axis", "conv1d", "pooling_1d",
+         "lambda_slices", "split", "split_sizes", "stack", "unstack", "space_depth", "pad_value", "reverse"]
+
+
+@pytest.mark.parametrize("name", KERAS)
+def test_keras_layer_matches_tflite_micro(name, tmp_path):
+    """Each layer converts with `convert_int8` (or with a free batch size: its shape arithmetic folds away) and
+    builds; outputs equal TFLite Micro's. TILE (Keras 3's UpSampling) has no TFLite Micro kernel: those are
+    compared with LiteRT (its reference resolver lacks int8 TILE; a copy has no rounding to differ in)."""
+    import keras
+
+    rng = np.random.default_rng(sum(map(ord, name)))
+    keras.utils.set_random_seed(int(rng.integers(1 << 30)))
+    shape, make, expected = _keras(name)
+    inp = keras.Input(shape)
+    model = keras.Model(inp, make(inp))
+    calibration = rng.normal(0, 1, (16, *shape)).astype(np.float32)
+    buf = (convert_int8_any_batch if name.endswith("any_batch") else convert_int8)(model, calibration)
+    assert expected <= {o.op for o in Graph(buf).ops}
+    run_both(buf, tmp_path, name, rng, backend="litert" if "TILE" in expected else "tflm")
+
+
+def test_movement_chain_on_qemu_m4(tmp_path):
+    """Several of these operators in a row on the emulated Cortex-M4 (its memcpy/memset, Thumb-2 code)."""
+    import keras
+    import tensorflow as tf
+    from keras import layers
+
+    rng = np.random.default_rng(5)
+    keras.utils.set_random_seed(5)
+    inp = keras.Input((6, 5, 4))
+    x = layers.ZeroPadding2D(((1, 0), (2, 1)))(inp)                    # PAD
+    x = layers.Cropping2D(((0, 1), (1, 0)))(x)                         # STRIDED_SLICE
+    x = layers.Permute((2, 1, 3))(x)                                   # TRANSPOSE
+    x = layers.Resizing(9, 11, interpolation="nearest")(x)             # RESIZE_NEAREST_NEIGHBOR
+    x = layers.Lambda(lambda t: t[:, ::-2, 1:, :])(x)                  # STRIDED_SLICE, negative stride
+    a, b = layers.Lambda(lambda t: tf.split(t, 2, axis=3))(x)          # SPLIT
+    x = layers.Concatenate(axis=2)([b, a])                             # CONCATENATION
+    x = layers.Lambda(lambda t: tf.nn.space_to_depth(t, 2))(x[:, :4])  # SPACE_TO_DEPTH
+    model = keras.Model(inp, layers.Flatten()(x))
+    buf = convert_int8(model, rng.normal(0, 1, (16, 6, 5, 4)).astype(np.float32))
+    ops = {o.op for o in Graph(buf).ops}
+    assert {"PAD", "STRIDED_SLICE", "TRANSPOSE", "RESIZE_NEAREST_NEIGHBOR", "SPLIT", "CONCATENATION",
+            "SPACE_TO_DEPTH"} <= ops, ops
+    run_both(buf, tmp_path, "chain", rng, samples=6, target="qemu-m4")
