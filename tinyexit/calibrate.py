@@ -18,14 +18,15 @@ grid of per-exit thresholds (quantiles of each exit's scores)."""
 from __future__ import annotations
 
 import csv
+import io
 import itertools
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from tinyexit import atomic
 from tinyexit import manifest as mf
 from tinyexit import policy
 from tinyexit.errors import TinyexitError
@@ -77,28 +78,36 @@ def apply(manifest: dict, threshold_q15: int, kind: str = "max_prob") -> None:
 
 
 def write_sweep(rows: list[dict], chosen: dict, baseline: float, budget_pp: float | None, out_dir: Path,
-                macs_no_exit: int | None, margin_sigma: float = DEFAULT_MARGIN_SIGMA, cost_field: str = "macs_mean") -> dict:
-    out_dir.mkdir(parents=True, exist_ok=True)
+                macs_no_exit: int | None, margin_sigma: float = DEFAULT_MARGIN_SIGMA, cost_field: str = "macs_mean",
+                outputs: atomic.Outputs | None = None, more: dict | None = None) -> dict:
+    """sweep.csv, sweep.json (the summary, plus `more`) and pareto.png in out_dir; with `outputs`, as part of
+    that group of files (see tinyexit.atomic), else as a group of their own."""
+    if outputs is None:
+        with atomic.outputs() as group:
+            return write_sweep(rows, chosen, baseline, budget_pp, out_dir, macs_no_exit, margin_sigma, cost_field,
+                               group, more)
     extra = [k for k in ("instructions_mean", "energy_uj") if k in rows[0]]
-    with open(out_dir / "sweep.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["kind", "threshold", "threshold_q15", "accuracy", "drop_se", "macs_mean"] + extra +
-                   [f"exit{i}_rate" for i in range(len(rows[0]["exit_rates"]))] +
-                   (["thresholds_q15"] if "thresholds_q15" in rows[0] else []))
-        for r in rows:
-            w.writerow([r["kind"], f"{r['threshold']:.6f}", r["threshold_q15"], f"{r['accuracy']:.6f}", f"{r['drop_se']:.6f}",
-                        f"{r['macs_mean']:.1f}"] + [f"{r[k]:.4f}" for k in extra]
-                       + [f"{x:.6f}" for x in r["exit_rates"]]
-                       + ([" ".join(map(str, r["thresholds_q15"]))] if "thresholds_q15" in r else []))
+    f = io.StringIO(newline="")
+    w = csv.writer(f)
+    w.writerow(["kind", "threshold", "threshold_q15", "accuracy", "drop_se", "macs_mean"] + extra +
+               [f"exit{i}_rate" for i in range(len(rows[0]["exit_rates"]))] +
+               (["thresholds_q15"] if "thresholds_q15" in rows[0] else []))
+    for r in rows:
+        w.writerow([r["kind"], f"{r['threshold']:.6f}", r["threshold_q15"], f"{r['accuracy']:.6f}", f"{r['drop_se']:.6f}",
+                    f"{r['macs_mean']:.1f}"] + [f"{r[k]:.4f}" for k in extra]
+                   + [f"{x:.6f}" for x in r["exit_rates"]]
+                   + ([" ".join(map(str, r["thresholds_q15"]))] if "thresholds_q15" in r else []))
+    outputs.write_text(out_dir / "sweep.csv", f.getvalue())
     summary = {"budget_pp": budget_pp, "margin_sigma": margin_sigma, "final_only_accuracy": baseline, "chosen": chosen,
-               "macs_no_exit": macs_no_exit, "rows": rows}
-    (out_dir / "sweep.json").write_text(json.dumps(summary, indent=1))
+               "macs_no_exit": macs_no_exit, "rows": rows, **(more or {})}
+    outputs.write_json(out_dir / "sweep.json", summary)
     pareto_plot(rows, chosen, baseline, budget_pp, out_dir / "pareto.png", macs_no_exit if cost_field == "macs_mean"
-                else None, cost_field)
+                else None, cost_field, outputs)
     return summary
 
 
-def pareto_plot(rows, chosen, baseline, budget_pp, path: Path, macs_no_exit=None, cost_field="macs_mean") -> None:
+def pareto_plot(rows, chosen, baseline, budget_pp, path: Path, macs_no_exit=None, cost_field="macs_mean",
+                outputs: atomic.Outputs | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -123,7 +132,10 @@ def pareto_plot(rows, chosen, baseline, budget_pp, path: Path, macs_no_exit=None
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    fig.savefig(path)
+    if outputs is None:
+        atomic.savefig(fig, path)
+    else:
+        outputs.savefig(fig, path)
     plt.close(fig)
 
 
@@ -133,9 +145,10 @@ def calibrate(manifest: dict, logits: list[np.ndarray], y: np.ndarray, budget_pp
     rows = [r for kind in kinds for r in sweep(manifest, logits, y, kind)]
     chosen, baseline = choose(rows, budget_pp, margin_sigma)
     apply(manifest, chosen["threshold_q15"], chosen["kind"])
-    mf.save(manifest)
-    return write_sweep(rows, chosen, baseline, budget_pp, Path(out_dir), manifest["cost"].get("macs_no_exit"),
-                       margin_sigma)
+    with atomic.outputs() as outputs:  # the manifest and the sweep files are replaced together or not at all
+        mf.save(manifest, outputs)
+        return write_sweep(rows, chosen, baseline, budget_pp, Path(out_dir), manifest["cost"].get("macs_no_exit"),
+                           margin_sigma, outputs=outputs)
 
 
 def headroom(logits: list[np.ndarray], y: np.ndarray, cost_per_exit: np.ndarray, reference: list[float],
@@ -306,12 +319,10 @@ def calibrate_target(manifest: dict, logits: list[np.ndarray], y: np.ndarray, ta
     baseline = baseline["accuracy"]
     chosen = choose_target(rows, target, baseline, margin_sigma, board)
     apply_thresholds(manifest, chosen["thresholds_q15"], chosen["kind"])
-    mf.save(manifest)
-    summary = write_sweep(rows, chosen, baseline, target.value if target.kind == "accuracy-drop" else None,
-                          Path(out_dir), manifest["cost"].get("macs_no_exit"), margin_sigma,
-                          cost_field="instructions_mean")
-    summary.update({"target": {"kind": target.kind, "value": target.value, "text": target.text},
-                    "cost_target": cost_target, "instructions": instructions,
-                    "board": board.name if board is not None else None})
-    (Path(out_dir) / "sweep.json").write_text(json.dumps(summary, indent=1))
-    return summary
+    more = {"target": {"kind": target.kind, "value": target.value, "text": target.text},
+            "cost_target": cost_target, "instructions": instructions, "board": board.name if board is not None else None}
+    with atomic.outputs() as outputs:  # the manifest and the sweep files are replaced together or not at all
+        mf.save(manifest, outputs)
+        return write_sweep(rows, chosen, baseline, target.value if target.kind == "accuracy-drop" else None,
+                           Path(out_dir), manifest["cost"].get("macs_no_exit"), margin_sigma,
+                           cost_field="instructions_mean", outputs=outputs, more=more)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tinyexit import atomic
 from tinyexit import manifest as mf
 from tinyexit import policy
 from tinyexit.errors import TinyexitError
@@ -178,7 +179,6 @@ def export(model, spec: ModelSpec, representative: np.ndarray, out_dir: str | Pa
     from tinyexit.qat import narrow_weights, weight_tensor_bits
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     cuts = default_cuts(spec) if cuts is None else cuts
     n_exits = len(cuts)
     unsplit = convert_int8(export_model(model, spec, cuts), representative)
@@ -188,7 +188,7 @@ def export(model, spec: ModelSpec, representative: np.ndarray, out_dir: str | Pa
         tensor_bits = weight_tensor_bits(Graph(unsplit, "converted model"), narrow)
         unsplit = narrow_weights(unsplit, tensor_bits, int4_tensors)
     graph = Graph(unsplit, "converted model")
-    (out_dir / "model_int8.tflite").write_bytes(unsplit)
+    files = {"model_int8.tflite": unsplit}  # written with the manifest at the end, all or nothing
 
     stage_graphs = []
     stages = []
@@ -196,7 +196,7 @@ def export(model, spec: ModelSpec, representative: np.ndarray, out_dir: str | Pa
         g = Graph(extract(graph, ins, outs), f"stage {k}")
         stage_graphs.append(g)
         name = f"stage_{k}.tflite"
-        (out_dir / name).write_bytes(g.buf)
+        files[name] = g.buf
         outputs = [g.tensors[t].describe() for t in g.outputs]
         for o, role in zip(outputs, ["features", "logits"] if k < n_exits else ["logits"]):
             o["role"] = role
@@ -225,7 +225,10 @@ def export(model, spec: ModelSpec, representative: np.ndarray, out_dir: str | Pa
         "cost": {"macs_to_exit": np.cumsum(stage_macs).astype(int).tolist(), "macs_all_stages": int(sum(stage_macs)),
                  "macs_no_exit": macs_no_exit},
     }
-    mf.write(out_dir, manifest)
+    with atomic.outputs() as outputs:
+        for name, data in files.items():
+            outputs.write_bytes(out_dir / name, data)
+        mf.write(out_dir, manifest, outputs)
     return manifest
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tinyexit import atomic
 from tinyexit import data as data_mod
 from tinyexit import manifest as mf
 from tinyexit import models
@@ -88,8 +89,7 @@ def firmware_run(out: Path, model, spec, ds: Dataset, target: str = "qemu-m4", s
     reference = decide(manifest, all_exit_logits(manifest, x))
     mismatches = int(np.sum((result["exit"] != reference.exit) | (result["pred"] != reference.pred)))
     bare = convert_int8(bare_model(model, spec), ds.train.subset(REPRESENTATIVE_SAMPLES, seed).x)
-    (out / "firmware").mkdir(parents=True, exist_ok=True)
-    (out / "firmware" / "no_exit.tflite").write_bytes(bare)
+    atomic.write_bytes(out / "firmware" / "no_exit.tflite", bare)
     x_bare = np.clip(np.round(split.x[:20] / manifest["input"]["scale"]) + manifest["input"]["zero_point"], -128, 127)
     _, base = simulate(out / "firmware" / "no_exit.tflite", target, x_bare.astype(np.int8), None,
                        out / "firmware" / f"{target}-no-exit", progress=False)
@@ -116,16 +116,29 @@ def check_input(manifest: dict, split: Split) -> None:
         raise TinyexitError(f"data has input shape {tuple(split.x.shape[1:])}, the model expects {want}")
 
 
-def calibrate(export_dir: Path, ds: Dataset, budget_pp: float = 1.0, out_dir: Path | None = None,
-              progress: bool = True, margin_sigma: float | None = None, kinds: tuple[str, ...] = ("max_prob",)) -> dict:
+def validation_arrays(manifest: dict, ds: Dataset | None, arrays: tuple[np.ndarray, np.ndarray] | None = None):
+    """(int8 inputs, labels) to calibrate on: `arrays` as given (checked by tinyexit.inputs), else the
+    dataset's validation split quantized with the manifest's input scale and zero point."""
+    from tinyexit.reference import quantize_input
+
+    if arrays is not None:
+        return arrays
+    check_input(manifest, ds.val)
+    return quantize_input(manifest, ds.val.x), ds.val.y
+
+
+def calibrate(export_dir: Path, ds: Dataset | None, budget_pp: float = 1.0, out_dir: Path | None = None,
+              progress: bool = True, margin_sigma: float | None = None, kinds: tuple[str, ...] = ("max_prob",),
+              arrays: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+    """`arrays`: (int8 inputs, labels) to calibrate on instead of the dataset's validation split."""
     from tinyexit.calibrate import DEFAULT_MARGIN_SIGMA
     from tinyexit.calibrate import calibrate as run
-    from tinyexit.reference import all_exit_logits, quantize_input
+    from tinyexit.reference import all_exit_logits
 
     manifest = mf.read(export_dir)
-    check_input(manifest, ds.val)
-    logits = all_exit_logits(manifest, quantize_input(manifest, ds.val.x), progress=progress)
-    return run(manifest, logits, ds.val.y, budget_pp, Path(out_dir or export_dir),
+    x, y = validation_arrays(manifest, ds, arrays)
+    logits = all_exit_logits(manifest, x, progress=progress)
+    return run(manifest, logits, y, budget_pp, Path(out_dir or export_dir),
                DEFAULT_MARGIN_SIGMA if margin_sigma is None else margin_sigma, tuple(kinds))
 
 
@@ -157,28 +170,28 @@ def measure_instructions(model_path: Path, target: str, x_q: np.ndarray, samples
             "to_exit": np.cumsum(stage).round(1).tolist()}
 
 
-def calibrate_target(export_dir: Path, ds: Dataset, target, board=None, out_dir: Path | None = None,
+def calibrate_target(export_dir: Path, ds: Dataset | None, target, board=None, out_dir: Path | None = None,
                      margin_sigma: float | None = None, kinds: tuple[str, ...] = ("max_prob",), measure: bool = False,
-                     cost_target: str = "qemu-m4", progress: bool = True) -> dict:
+                     cost_target: str = "qemu-m4", progress: bool = True,
+                     arrays: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
     """`tinyexit calibrate --target`: price candidates in `cost_target`'s measured instructions (from the
-    manifest, measured and stored there first when absent or when `measure`), choose for `target`
-    (tinyexit.calibrate.Target), write the policy into the manifest."""
+    manifest, measured first when absent or when `measure`, and stored with the chosen policy), choose for
+    `target` (tinyexit.calibrate.Target), write the policy into the manifest. `arrays`: see calibrate."""
     from tinyexit import calibrate as cal
-    from tinyexit.reference import all_exit_logits, quantize_input
+    from tinyexit.reference import all_exit_logits
 
     manifest = mf.read(export_dir)
-    check_input(manifest, ds.val)
-    x = quantize_input(manifest, ds.val.x)
+    x, y = validation_arrays(manifest, ds, arrays)
     stored = manifest["cost"].get("instructions", {}).get(cost_target)
     if stored is None or measure or len(stored.get("stage", [])) != len(manifest["stages"]):
         if progress:
             print(f"measuring each stage's instructions on {cost_target} ({MEASURE_SAMPLES} validation samples, "
                   f"early exits off)")
         stored = measure_instructions(export_dir, cost_target, x)
+        # saved with the policy at the end, so a failing calibration leaves the manifest as it was
         manifest["cost"].setdefault("instructions", {})[cost_target] = stored
-        mf.save(manifest)
     logits = all_exit_logits(manifest, x, progress=progress)
-    summary = cal.calibrate_target(manifest, logits, ds.val.y, target, stored, Path(out_dir or export_dir),
+    summary = cal.calibrate_target(manifest, logits, y, target, stored, Path(out_dir or export_dir),
                                    cal.DEFAULT_MARGIN_SIGMA if margin_sigma is None else margin_sigma, tuple(kinds),
                                    board, cost_target)
     return summary
@@ -186,23 +199,32 @@ def calibrate_target(export_dir: Path, ds: Dataset, target, board=None, out_dir:
 
 def evaluate(export_dir: Path, split: Split, backend: str = "tflm", progress: bool = True) -> dict:
     """Accuracy of the int8 stages at the manifest's thresholds, and of the final exit alone."""
-    from tinyexit.reference import all_exit_logits, decide, quantize_input
+    from tinyexit.reference import quantize_input
 
     manifest = mf.read(export_dir)
     check_input(manifest, split)
-    logits = all_exit_logits(manifest, quantize_input(manifest, split.x), backend, progress=progress)
+    return evaluate_arrays(export_dir, quantize_input(manifest, split.x), split.y, backend, progress)
+
+
+def evaluate_arrays(export_dir: Path, x_q: np.ndarray, y: np.ndarray, backend: str = "tflm",
+                    progress: bool = True) -> dict:
+    """`evaluate` on int8 inputs as the model takes them (e.g. from `tinyexit inputs`) and their labels."""
+    from tinyexit.reference import all_exit_logits, decide
+
+    manifest = mf.read(export_dir)
+    logits = all_exit_logits(manifest, x_q, backend, progress=progress)
     r = decide(manifest, logits)
     macs_no_exit = manifest["cost"].get("macs_no_exit") or manifest["cost"]["macs_all_stages"]
     early = [e for e in manifest["exits"] if not e["final"]]
     return {
-        "n": int(len(split)),
-        "int8_final_accuracy": float((logits[-1].argmax(1) == split.y).mean()),
-        "int8_early_exit_accuracy": float((r.pred == split.y).mean()),
-        "int8_exit_accuracies": [float((l.argmax(1) == split.y).mean()) for l in logits],
+        "n": int(len(y)),
+        "int8_final_accuracy": float((logits[-1].argmax(1) == y).mean()),
+        "int8_early_exit_accuracy": float((r.pred == y).mean()),
+        "int8_exit_accuracies": [float((l.argmax(1) == y).mean()) for l in logits],
         "early_exit_rate": float((r.exit != len(manifest["exits"]) - 1).mean()),
         "exit_histogram": np.bincount(r.exit, minlength=len(manifest["exits"])).tolist(),
-        "threshold": early[0]["policy"]["threshold"] if early else None,
-        "threshold_q15": early[0]["policy"]["threshold_q15"] if early else None,
+        "threshold": (early[0]["policy"] or {}).get("threshold") if early else None,  # null policy: never
+        "threshold_q15": (early[0]["policy"] or {}).get("threshold_q15") if early else None,
         "macs_no_exit": int(macs_no_exit),
         "macs_mean": float(r.macs.mean()),
         "mac_ratio": float(r.macs.mean() / macs_no_exit),
@@ -239,7 +261,7 @@ def float_metrics(model, split: Split, manifest: dict) -> dict:
     taken = np.full(len(split), len(logits) - 1)
     for j, e in enumerate(manifest["exits"][:-1]):
         conf = float_score(kind_of(e), logits[j], 1.0)
-        go = (taken == len(logits) - 1) & (conf >= e["policy"]["threshold"])
+        go = (taken == len(logits) - 1) & (conf >= (e["policy"] or {"threshold": 2.0})["threshold"])
         taken[go] = j
     pred = np.choose(taken, [l.argmax(1) for l in logits])
     return {"float_accuracy": float((logits[-1].argmax(1) == split.y).mean()),
@@ -301,14 +323,13 @@ def policy_curves(export_dir: Path, split: Split, instructions_to_exit: list[flo
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
         fig.tight_layout()
-        fig.savefig(out_png)
+        atomic.savefig(fig, out_png)
         plt.close(fig)
     return result
 
 
 def write_json(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=1))
+    atomic.write_json(path, obj)
 
 
 class Stopwatch:

@@ -22,7 +22,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from tinyexit import models
+from tinyexit import atomic, models
 from tinyexit.data import Dataset
 
 PRICE_TARGET = "qemu-m4"  # where the instruction counts come from
@@ -71,7 +71,6 @@ def analyse(ds: Dataset, out_dir: Path, epochs: int = 30, head_epochs: int = 15,
     result = {"task": ds.task, "budget_pp": budget_pp, "macs_no_exit": int(macs_no_exit),
               "priced_by": price, "instructions_no_exit": instructions_no_exit, "candidates": rows,
               "recommended_exits_after": [best["block"]], "recommended_cut": best["cut"]}
-    out_dir.mkdir(parents=True, exist_ok=True)
     plot(result, out_dir / "placement.png")
     return result, (heads, heads_spec)
 
@@ -185,5 +184,5 @@ def plot(result: dict, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    fig.savefig(path)
+    atomic.savefig(fig, path)
     plt.close(fig)

@@ -11,11 +11,11 @@ validation accuracy (LiteRT, default kernels: fast, and only a ranking is needed
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
+from tinyexit import atomic
 from tinyexit.errors import TinyexitError
 
 
@@ -121,8 +121,7 @@ def pareto_plot(result: dict, path: Path, title: str, extra: list[tuple[str, int
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    atomic.savefig(fig, path, dpi=120)
     plt.close(fig)
     return path
 
@@ -156,8 +155,7 @@ def mixed_precision(model, spec, ds, out: Path, budget_bytes: int | None = None,
     quantized = quantized_copy(model, {l: b for l, b in bits.items() if b < 8})
     print(f"  quantization-aware fine-tuning, {qat_epochs} epochs")
     fine_tune(quantized, spec, ds, epochs=qat_epochs, seed=seed, verbose=pipeline.keras_verbosity())
-    (out / "search.json").parent.mkdir(parents=True, exist_ok=True)
-    (out / "search.json").write_text(json.dumps(result, indent=1))
+    atomic.write_json(out / "search.json", result)
     return {"search": result, "bits": bits, "quantized": quantized}
 
 

@@ -28,11 +28,14 @@ def demo_table(r: dict) -> str:
 def tasks_table(reports: list[dict]) -> str:
     """One markdown table, a column per task's report.json (what the README's results table is)."""
 
+    def is_number(v) -> bool:  # a hand-edited or older report may hold anything: those cells show "-"
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
     def pct(key):
-        return lambda r: f"{r[key]:.2%}" if r.get(key) is not None else "-"
+        return lambda r: f"{r[key]:.2%}" if is_number(r.get(key)) else "-"
 
     def num(key, fmt):
-        return lambda r: format(r[key], fmt) if r.get(key) is not None else "-"
+        return lambda r: format(r[key], fmt) if is_number(r.get(key)) and (fmt != "d" or isinstance(r[key], int)) else "-"
 
     rows = [
         ("test samples", num("n_test", ",")),

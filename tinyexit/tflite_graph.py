@@ -21,6 +21,14 @@ TYPE_NAMES = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.
 NUMPY_TYPES = {"int8": np.int8, "uint8": np.uint8, "int16": np.int16, "int32": np.int32,
                "int64": np.int64, "float32": np.float32, "bool": np.bool_}
 WEIGHT_INPUT = {"CONV_2D": 1, "DEPTHWISE_CONV_2D": 1, "FULLY_CONNECTED": 1}  # op -> index of its filter
+ZERO_POINT_RANGE = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767), "int4": (-8, 7)}
+PACKED_BITS = {"int4": 4, "uint4": 4, "int2": 2}  # sub-byte types stored packed, low bits first
+# builtin options the code generator reads: (options class, required); absent optional ones take defaults
+OPTIONS = {"CONV_2D": ("Conv2DOptionsT", True), "DEPTHWISE_CONV_2D": ("DepthwiseConv2DOptionsT", True),
+           "AVERAGE_POOL_2D": ("Pool2DOptionsT", True), "MAX_POOL_2D": ("Pool2DOptionsT", True),
+           "SOFTMAX": ("SoftmaxOptionsT", True), "CONCATENATION": ("ConcatenationOptionsT", True),
+           "FULLY_CONNECTED": ("FullyConnectedOptionsT", False), "ADD": ("AddOptionsT", False),
+           "MEAN": ("ReducerOptionsT", False), "PAD": ("PadOptionsT", False), "RESHAPE": ("ReshapeOptionsT", False)}
 
 
 @dataclass
@@ -62,6 +70,8 @@ class Graph:
     """Subgraph 0 of a TFLite model (the only one TFLite Micro runs for these models)."""
 
     def __init__(self, buf: bytes, source: str = "<bytes>"):
+        """Parse and verify: every index, shape, buffer size, type, scale and zero point is checked here, so a
+        damaged file (e.g. bit flips behind a rewritten hash) ends in one TinyexitError, never later."""
         self.source = source
         self.buf = bytes(buf)
         if len(buf) < 8 or buf[4:8] != b"TFL3":
@@ -74,17 +84,50 @@ class Graph:
             raise TinyexitError(f"{source}: the model has no subgraph")
         sub = self.model.subgraphs[0]
         self.tensors = [self._tensor(i, t) for i, t in enumerate(sub.tensors or [])]
-        codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in self.model.operatorCodes]
+        n = len(self.tensors)
+
+        def tensor_indices(values, what: str, optional: bool = False) -> list[int]:
+            indices = [int(x) for x in (values if values is not None else [])]
+            bad = [i for i in indices if not (-1 if optional else 0) <= i < n]
+            if bad:
+                raise TinyexitError(f"{source}: {what} names tensor {bad[0]}, but the subgraph has {n} tensors")
+            return indices
+
+        codes = []
+        for c in self.model.operatorCodes or []:
+            code = max(int(c.builtinCode), int(c.deprecatedBuiltinCode))
+            if code not in OP_NAMES:
+                raise TinyexitError(f"{source}: unknown builtin operator code {code}")
+            codes.append(code)
         self.ops = []
         for i, o in enumerate(sub.operators or []):
+            if not 0 <= o.opcodeIndex < len(codes):
+                raise TinyexitError(f"{source}: operator {i} names operator code {o.opcodeIndex}, but the model "
+                                    f"has {len(codes)}")
             code = codes[o.opcodeIndex]
-            name = OP_NAMES.get(code, f"BUILTIN_{code}")
+            name = OP_NAMES[code]
             if code == schema.BuiltinOperator.CUSTOM:
-                name = f"CUSTOM({self.model.operatorCodes[o.opcodeIndex].customCode})"
-            self.ops.append(Operator(i, name, [int(x) for x in o.inputs], [int(x) for x in o.outputs],
-                                     o.builtinOptions))
-        self.inputs = [int(x) for x in sub.inputs]
-        self.outputs = [int(x) for x in sub.outputs]
+                custom = self.model.operatorCodes[o.opcodeIndex].customCode
+                name = f"CUSTOM({custom.decode(errors='replace') if isinstance(custom, bytes) else custom})"
+            inputs = tensor_indices(o.inputs, f"operator {i} ({name}) input", optional=True)
+            outputs = tensor_indices(o.outputs, f"operator {i} ({name}) output")
+            if not outputs or min(outputs) < 0:
+                raise TinyexitError(f"{source}: operator {i} ({name}) has no output")
+            options = o.builtinOptions
+            expected = OPTIONS.get(name)
+            if expected is not None:
+                cls, required = expected
+                if options is None and not required:
+                    options = getattr(schema, cls)()  # absent options mean the defaults, as in TFLite
+                if type(options).__name__ != cls:
+                    found = "none" if options is None else type(options).__name__.removesuffix("T")
+                    raise TinyexitError(f"{source}: operator {i} ({name}) needs {cls.removesuffix('T')}, "
+                                        f"the file has {found}")
+            self.ops.append(Operator(i, name, inputs, outputs, options))
+        self.inputs = tensor_indices(sub.inputs, "the subgraph's input")
+        self.outputs = tensor_indices(sub.outputs, "the subgraph's output")
+        if not self.inputs or not self.outputs:
+            raise TinyexitError(f"{source}: the subgraph has no {'input' if not self.inputs else 'output'}")
 
     @classmethod
     def load(cls, path: str | Path) -> "Graph":
@@ -94,21 +137,58 @@ class Graph:
         return cls(path.read_bytes(), str(path))
 
     def _tensor(self, index: int, t) -> Tensor:
-        dtype = TYPE_NAMES.get(t.type, f"type{t.type}")
+        source = self.source
+        try:
+            name = t.name.decode() if isinstance(t.name, bytes) else str(t.name or "")
+        except UnicodeDecodeError:
+            raise TinyexitError(f"{source}: tensor {index} has a name that is not UTF-8 (damaged file)") from None
+        where = f"{source}: tensor {index} ('{name[:60]}')"
+        if t.type not in TYPE_NAMES:
+            raise TinyexitError(f"{where} has an unknown type {t.type}")
+        dtype = TYPE_NAMES[t.type]
+        shape = tuple(int(d) for d in t.shape) if t.shape is not None else ()
+        if any(d < 0 for d in shape) or len(shape) > 8:
+            raise TinyexitError(f"{where} has an invalid shape {list(shape)}")
+        count = int(np.prod(shape, dtype=np.float64))
+        if count > 1 << 31:
+            raise TinyexitError(f"{where} has an implausible shape {list(shape)}")
         q = t.quantization
         scale = np.asarray(q.scale, np.float64) if q is not None and q.scale is not None and len(q.scale) else None
         zp = np.asarray(q.zeroPoint, np.int64) if q is not None and q.zeroPoint is not None and len(q.zeroPoint) else None
+        axis = int(q.quantizedDimension) if q is not None else 0
+        if scale is not None:
+            if not np.all(np.isfinite(scale)):
+                raise TinyexitError(f"{where} has a scale that is not a finite number")
+            if zp is not None and len(zp) not in (1, len(scale)):
+                raise TinyexitError(f"{where} has {len(scale)} scales but {len(zp)} zero points")
+            if len(scale) > 1 and not (0 <= axis < len(shape) and shape[axis] == len(scale)):
+                raise TinyexitError(f"{where} has {len(scale)} per-channel scales along dimension {axis} of "
+                                    f"shape {list(shape)}")
+        if dtype in ("int8", "int4", "int16") and (scale is None or zp is None):
+            raise TinyexitError(f"{where} is {dtype} without a scale and zero point (not a quantized model)")
+        if zp is not None and dtype in ZERO_POINT_RANGE:
+            lo, hi = ZERO_POINT_RANGE[dtype]
+            if zp.min() < lo or zp.max() > hi:
+                raise TinyexitError(f"{where} has a zero point outside the {dtype} range [{lo}, {hi}]")
         data = None
         buffers = self.model.buffers or []
+        if not 0 <= t.buffer < max(len(buffers), 1):
+            raise TinyexitError(f"{where} names buffer {t.buffer}, but the model has {len(buffers)}")
         if 0 < t.buffer < len(buffers) and buffers[t.buffer].data is not None and len(buffers[t.buffer].data):
+            raw = buffers[t.buffer].data
             if dtype not in NUMPY_TYPES:
-                data = np.asarray(buffers[t.buffer].data, np.uint8)  # e.g. packed int4: raw bytes
+                bits = PACKED_BITS.get(dtype)
+                if bits is not None and len(raw) != -(-count * bits // 8):
+                    raise TinyexitError(f"{where} holds {len(raw)} bytes, its shape {list(shape)} needs "
+                                        f"{-(-count * bits // 8)}")
+                data = np.asarray(raw, np.uint8)  # e.g. packed int4: raw bytes
             else:
-                data = np.frombuffer(bytes(bytearray(buffers[t.buffer].data)), NUMPY_TYPES[dtype])
-                data = data.reshape(tuple(int(d) for d in t.shape) if t.shape is not None else ())
-        name = t.name.decode() if isinstance(t.name, bytes) else str(t.name)
-        shape = tuple(int(d) for d in t.shape) if t.shape is not None else ()
-        return Tensor(index, name, shape, dtype, scale, zp, int(q.quantizedDimension) if q else 0, data)
+                itemsize = np.dtype(NUMPY_TYPES[dtype]).itemsize
+                if len(raw) != count * itemsize:
+                    raise TinyexitError(f"{where} holds {len(raw)} bytes, its shape {list(shape)} needs "
+                                        f"{count * itemsize}")
+                data = np.frombuffer(bytes(bytearray(raw)), NUMPY_TYPES[dtype]).reshape(shape)
+        return Tensor(index, name, shape, dtype, scale, zp, axis, data)
 
     def sha256(self) -> str:
         return hashlib.sha256(self.buf).hexdigest()

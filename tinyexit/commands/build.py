@@ -16,9 +16,13 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    from tinyexit import atomic
+    from tinyexit.commands import warn_if_uncalibrated
     from tinyexit.firmware_build import build
 
     out = Path(args.out or f"out/build/{args.target}")
+    atomic.check_writable(out, "--out", folder=True)
+    warn_if_uncalibrated(args.model)
     b = build(args.model, args.target, out, sanitize=args.sanitize, kernels=args.kernels)
     print(f"built {b.binary}")
     print(f"  generated model: {out / 'model.cc'} ({b.num_layers} layers, {b.macs:,} MACs)")

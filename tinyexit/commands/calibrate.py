@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from tinyexit.commands import add_data_arguments
+from tinyexit.commands import add_data_arguments, non_negative_float, percentage_points
 
 HELP = ("sweep the integer exit-policy thresholds on the validation split and write the chosen policy into "
         "manifest.json: the cheapest within an accuracy budget in MACs (--budget-pp), or the best for a target "
@@ -11,8 +11,12 @@ HELP = ("sweep the integer exit-policy thresholds on the validation split and wr
 
 def add_arguments(p) -> None:
     p.add_argument("export", metavar="EXPORT_DIR", help="folder with manifest.json and stage files")
-    add_data_arguments(p)
-    p.add_argument("--budget-pp", type=float, default=None,
+    add_data_arguments(p, task_from="manifest")
+    p.add_argument("--inputs", metavar="X.npy",
+                   help="calibrate on these int8 inputs (as `tinyexit inputs` writes them) instead of the task's "
+                        "validation split; needs --labels")
+    p.add_argument("--labels", metavar="y.npy", help="the labels of --inputs (integers 0 .. classes-1)")
+    p.add_argument("--budget-pp", type=percentage_points, default=None,
                    help="allowed accuracy drop vs the final exit alone, percentage points; cost in MACs (default 1)")
     p.add_argument("--target", metavar="SPEC",
                    help="accuracy-drop=Ppp (fewest instructions within P pp of the final exit alone), instructions=N "
@@ -25,7 +29,7 @@ def add_arguments(p) -> None:
                         "board qemu-m4 stands in for); its QEMU stand-in measures the instructions")
     p.add_argument("--measure", action="store_true",
                    help="with --target: measure the instructions again even if the manifest has them")
-    p.add_argument("--margin-sigma", type=float, default=1.0,
+    p.add_argument("--margin-sigma", type=non_negative_float, default=1.0,
                    help="the measured drop plus this many standard errors must fit the budget (default 1; 0: the "
                         "drop alone)")
     p.add_argument("--policies", nargs="+", default=["max_prob"], choices=["max_prob", "margin", "entropy"],
@@ -47,6 +51,33 @@ def _board_and_cost_target(target, board_name):
     return board, cost_target
 
 
+def data_for(args, manifest: dict):
+    """(dataset, arrays): the task's dataset, or (None, (int8 inputs, labels)) from --inputs/--labels."""
+    from tinyexit import inputs, pipeline
+    from tinyexit.commands import task_of
+    from tinyexit.errors import TinyexitError
+
+    task = task_of(manifest["task"], args.task)
+    if args.inputs is None:
+        if args.labels is not None:
+            raise TinyexitError("--labels goes with --inputs")
+        return pipeline.load_data(task, args.data), None
+    if args.labels is None:
+        raise TinyexitError("--inputs needs --labels (the right answers are what the thresholds are chosen on)")
+    if args.data is not None:
+        raise TinyexitError("give either --data (the task's validation split) or --inputs, not both")
+    xs, y = inputs.load(args.inputs, args.labels, [manifest["input"]], manifest["exits"][-1]["classes"])
+    return None, (xs[0], y)
+
+
+def check_outputs(args) -> None:
+    """Before any work: the manifest's folder and --out can take the files calibration writes."""
+    from tinyexit import atomic
+
+    atomic.check_writable(Path(args.export) / "manifest.json", "EXPORT_DIR")
+    atomic.check_writable(args.out, "--out", folder=True)
+
+
 def run(args) -> int:
     from tinyexit import manifest as mf
     from tinyexit import pipeline
@@ -62,10 +93,11 @@ def run(args) -> int:
 
     target = parse_target(args.target)
     board, cost_target = _board_and_cost_target(target, args.board)
-    task = mf.read(args.export)["task"]
-    ds = pipeline.load_data(task, args.data)
+    manifest = mf.read(args.export)
+    check_outputs(args)
+    ds, arrays = data_for(args, manifest)
     s = pipeline.calibrate_target(Path(args.export), ds, target, board, Path(args.out) if args.out else None,
-                                  args.margin_sigma, tuple(args.policies), args.measure, cost_target)
+                                  args.margin_sigma, tuple(args.policies), args.measure, cost_target, arrays=arrays)
     c = s["chosen"]
     energy = f", {c['energy_uj']:,.3f} uJ on {board.name}" if board is not None else ""
     print(f"{target.text}: {c['kind']} thresholds q15 {c['thresholds_q15']}: validation accuracy {c['accuracy']:.2%} "
@@ -81,10 +113,11 @@ def _run_budget(args) -> int:
     from tinyexit import pipeline
 
     budget = 1.0 if args.budget_pp is None else args.budget_pp
-    task = mf.read(args.export)["task"]
-    ds = pipeline.load_data(task, args.data)
+    manifest = mf.read(args.export)
+    check_outputs(args)
+    ds, arrays = data_for(args, manifest)
     s = pipeline.calibrate(Path(args.export), ds, budget, Path(args.out) if args.out else None,
-                           margin_sigma=args.margin_sigma, kinds=tuple(args.policies))
+                           margin_sigma=args.margin_sigma, kinds=tuple(args.policies), arrays=arrays)
     c = s["chosen"]
     print(f"{c['kind']} threshold {c['threshold']:.4f} (q15 {c['threshold_q15']}): validation accuracy {c['accuracy']:.2%} "
           f"vs final exit alone {s['final_only_accuracy']:.2%}, early exits {1 - c['exit_rates'][-1]:.1%}, "

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from tinyexit.commands import add_data_arguments, add_seed_argument
+from tinyexit.commands import add_data_arguments, add_seed_argument, percentage_points, positive_float, positive_int
 
 # where the literature already placed the exit, the demo follows it instead of searching
 FIXED_PLACEMENT = {"kws": [3]}  # T-RECX: after DS-CNN's 2nd depthwise-separable block
@@ -24,41 +24,39 @@ HELP = ("run everything on a task with defaults: placement analysis, training, i
 def add_arguments(p) -> None:
     add_data_arguments(p)
     p.add_argument("--out", metavar="DIR", help="output folder (default: out/<task>)")
-    p.add_argument("--epochs", type=int, default=None,
+    p.add_argument("--epochs", type=positive_int, default=None,
                    help="training epochs (default 30; for a retrofit: passes of head training over the augmented "
                         "views, default 4)")
-    p.add_argument("--exits-after", type=int, nargs="+", metavar="BLOCK",
+    p.add_argument("--exits-after", type=positive_int, nargs="+", metavar="BLOCK",
                    help="skip the placement analysis and put exits after these blocks")
-    p.add_argument("--budget-pp", type=float, default=1.0, help="calibration accuracy budget (default 1 pp)")
-    p.add_argument("--firmware-samples", type=int, default=None,
+    p.add_argument("--budget-pp", type=percentage_points, default=1.0, help="calibration accuracy budget (default 1 pp)")
+    p.add_argument("--firmware-samples", type=positive_int, default=None,
                    help="test samples run on the emulated Cortex-M4 firmware (default: all)")
-    p.add_argument("--agreement-samples", type=int, default=300,
+    p.add_argument("--agreement-samples", type=positive_int, default=300,
                    help="test samples on which LiteRT is compared with TFLite Micro stage by stage (default 300)")
     p.add_argument("--bits", default="8", choices=["8", "mixed"],
                    help="weight widths: 8 = int8 everywhere (default); mixed = per-layer 8/4/2 bits searched "
                         "under --flash-kb (default: half the int8 weight bytes), then fine-tuned; the int8 run "
                         "goes to DIR/int8 for comparison")
-    p.add_argument("--flash-kb", type=float, default=None, help="weight budget for --bits mixed, in KiB")
-    p.add_argument("--qat-epochs", type=int, default=6, help="fine-tuning epochs for --bits mixed (default 6)")
+    p.add_argument("--flash-kb", type=positive_float, default=None, help="weight budget for --bits mixed, in KiB")
+    p.add_argument("--qat-epochs", type=positive_int, default=6, help="fine-tuning epochs for --bits mixed (default 6)")
     add_seed_argument(p)
 
 
 def run(args) -> int:
-    from tinyexit import pipeline, place
+    from tinyexit import atomic, pipeline, place
+    from tinyexit.errors import TinyexitError
 
     clock = pipeline.Stopwatch()
     out = Path(args.out or f"out/{args.task}")
     epochs = args.epochs or pipeline.DEFAULT_EPOCHS
+    if args.bits == "mixed" and args.task in PRETRAINED:
+        raise TinyexitError(f"--bits mixed is not supported for the retrofitted task '{args.task}'")
+    if args.flash_kb is not None and args.bits != "mixed":
+        raise TinyexitError("--flash-kb needs --bits mixed")
+    atomic.check_writable(out, "--out", folder=True)
     ds = pipeline.load_data(args.task, args.data)
     print(f"{args.task}: {len(ds.train)} train / {len(ds.val)} validation / {len(ds.test)} test samples")
-    if args.bits == "mixed" and args.task in PRETRAINED:
-        from tinyexit.errors import TinyexitError
-
-        raise TinyexitError(f"--bits mixed is not supported for the retrofitted task '{args.task}'")
-    if args.flash_kb is not None and (args.bits != "mixed" or args.flash_kb <= 0):
-        from tinyexit.errors import TinyexitError
-
-        raise TinyexitError("--flash-kb needs --bits mixed and a positive size")
     if args.task in PRETRAINED:
         after = None
         if args.exits_after:  # block numbers -> the layers ending those separable blocks

@@ -18,6 +18,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from tinyexit import boards
+    from tinyexit.commands import warn_if_uncalibrated
     from tinyexit.errors import TinyexitError
     from tinyexit.paths import PROJECT_ROOT
 
@@ -25,6 +26,7 @@ def run(args) -> int:
     model = Path(args.model)
     if not model.exists():
         raise TinyexitError(f"{model}: no such export folder or .tflite file")
+    warn_if_uncalibrated(model)
     pio = shutil.which("pio") or shutil.which("platformio")
     if pio is None:
         raise TinyexitError("PlatformIO's `pio` not found: run ./setup.sh (pip install platformio, then "

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from tinyexit.commands import add_data_arguments, add_seed_argument
+from tinyexit.commands import add_data_arguments, add_seed_argument, percentage_points, positive_int
 
 HELP = ("exit placement analysis: accuracy an exit reaches after each block vs the MACs and qemu-m4 instructions "
         "spent to reach it; prints a table, writes placement.json and placement.png")
@@ -11,16 +11,17 @@ HELP = ("exit placement analysis: accuracy an exit reaches after each block vs t
 def add_arguments(p) -> None:
     add_data_arguments(p)
     p.add_argument("--out", metavar="DIR", help="output folder (default: out/<task>/place)")
-    p.add_argument("--epochs", type=int, default=30, help="backbone training epochs (default 30)")
-    p.add_argument("--head-epochs", type=int, default=15, help="exit head training epochs (default 15)")
-    p.add_argument("--budget-pp", type=float, default=1.0, help="accuracy budget for the projection (default 1)")
+    p.add_argument("--epochs", type=positive_int, default=30, help="backbone training epochs (default 30)")
+    p.add_argument("--head-epochs", type=positive_int, default=15, help="exit head training epochs (default 15)")
+    p.add_argument("--budget-pp", type=percentage_points, default=1.0, help="accuracy budget for the projection (default 1)")
     add_seed_argument(p)
 
 
 def run(args) -> int:
-    from tinyexit import pipeline, place
+    from tinyexit import atomic, pipeline, place
 
     out = Path(args.out or f"out/{args.task}/place")
+    atomic.check_writable(out, "--out", folder=True)
     ds = pipeline.load_data(args.task, args.data)
     result, _ = place.analyse(ds, out, args.epochs, args.head_epochs, args.budget_pp, args.seed)
     pipeline.write_json(out / "placement.json", result)

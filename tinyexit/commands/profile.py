@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+from tinyexit.commands import positive_float, positive_int
+
 HELP = ("run N inputs through a board's firmware over its serial port (same outputs as `tinyexit sim`) and "
         "profile it layer by layer (PROFILE command)")
 
@@ -10,15 +12,16 @@ def add_arguments(p) -> None:
     p.add_argument("model", metavar="MODEL", help="the export folder or .tflite the board was flashed with")
     p.add_argument("--port", required=True, metavar="PORT",
                    help="serial port or pyserial URL: /dev/ttyACM0, socket://127.0.0.1:P, loop://")
-    p.add_argument("--baud", type=int, default=115200, help="baud rate (default: 115200, as the board ports use)")
+    p.add_argument("--baud", type=positive_int, default=115200, help="baud rate (default: 115200, as the board ports use)")
     p.add_argument("--board", metavar="NAME", help="boards/NAME.yaml, for energy_uj (default: the port's own name, "
                    "when it is a known board)")
-    p.add_argument("--inputs", required=True, metavar="X.npy", help="N inputs in the model's input dtype and shape")
-    p.add_argument("--labels", metavar="y.npy", help="N integer labels, for accuracy")
+    p.add_argument("--inputs", required=True, metavar="X.npy",
+                   help="N int8 inputs, (N, *input shape) or flat (N, size), as `tinyexit inputs` writes them")
+    p.add_argument("--labels", metavar="y.npy", help="N integer labels (0 .. classes-1), for accuracy")
     p.add_argument("--out", metavar="results.npz",
                    help="per-sample results (pred, exit, instructions, output) and layer_cycles")
     p.add_argument("--json", metavar="summary.json", help="summary figures and the per-layer profile as JSON")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each reply (default: 30)")
+    p.add_argument("--timeout", type=positive_float, default=30.0, help="seconds to wait for each reply (default: 30)")
 
 
 def model_layers(model: str, tmp: Path):
@@ -30,18 +33,18 @@ def model_layers(model: str, tmp: Path):
 
 
 def run(args) -> int:
-    import json
     import tempfile
 
-    import numpy as np
-
-    from tinyexit import boards
+    from tinyexit import atomic, boards, inputs
     from tinyexit.errors import TinyexitError
     from tinyexit.harness import Device
     from tinyexit.policy import NEVER
-    from tinyexit.sim import add_energy, load_inputs, run_samples, table
+    from tinyexit.sim import add_energy, run_samples, table
 
-    x, y = load_inputs(args.inputs, args.labels)
+    atomic.check_writable(args.out, "--out")
+    atomic.check_writable(args.json, "--json")
+    xs, y = inputs.load_for_model(args.model, args.inputs, args.labels)
+    x = xs[0]
     board = boards.load(args.board) if args.board else None
     with tempfile.TemporaryDirectory() as tmp:
         model, layers = model_layers(args.model, Path(tmp))
@@ -77,10 +80,11 @@ def run(args) -> int:
     per_layer = [int(c) for c in result["layer_cycles"]]
     summary["layers"] = [{"stage": l["stage"], "op": l["op"], "output": l["output"], "macs": int(l["macs"]),
                           "cycles": c} for l, c in zip(layers, per_layer)]
-    if args.out:
-        np.savez(args.out, **result)
-    if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=1))
+    with atomic.outputs() as out:
+        if args.out:
+            out.save_npz(args.out, **result)
+        if args.json:
+            out.write_json(args.json, summary)
     print(table(summary))
     print()
     print(layer_table(summary["layers"], summary["cycle_unit"]))

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from tinyexit.commands import add_data_arguments, add_seed_argument
+from tinyexit.commands import add_data_arguments, add_seed_argument, percentage_points, positive_float, positive_int
 
 HELP = ("mixed-precision weights: search per-layer widths (8, 4, 2 bits) that keep validation accuracy highest "
         "within --flash-kb of weights, fine-tune with fake quantization, export (manifest records each layer's "
@@ -13,11 +13,11 @@ def add_arguments(p) -> None:
     p.add_argument("model", metavar="EXPORT_OR_MODEL_DIR",
                    help="trained model folder (model.keras + spec.json), or an export folder whose sibling "
                         "`model/` holds it (the demo's layout)")
-    p.add_argument("--flash-kb", type=float, required=True, help="weight budget in KiB (packed filters; biases excluded)")
-    add_data_arguments(p)
+    p.add_argument("--flash-kb", type=positive_float, required=True, help="weight budget in KiB (packed filters; biases excluded)")
+    add_data_arguments(p, task_from="trained model (spec.json)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: out/<task>/mixed)")
-    p.add_argument("--qat-epochs", type=int, default=6, help="fine-tuning epochs (default 6)")
-    p.add_argument("--budget-pp", type=float, default=1.0, help="exit calibration accuracy budget (default 1 pp)")
+    p.add_argument("--qat-epochs", type=positive_int, default=6, help="fine-tuning epochs (default 6)")
+    p.add_argument("--budget-pp", type=percentage_points, default=1.0, help="exit calibration accuracy budget (default 1 pp)")
     p.add_argument("--int4-packed", action="store_true",
                    help="also write export-int4/: 4- and 2-bit filters as TFLite's packed INT4 tensors, for stock "
                         "TFLite Micro")
@@ -39,17 +39,18 @@ def model_dir(path: str) -> Path:
 
 
 def run(args) -> int:
-    from tinyexit import models, pipeline
+    from tinyexit import atomic, models, pipeline
+    from tinyexit.commands import task_of
     from tinyexit.errors import TinyexitError
     from tinyexit.quantize import mixed_precision, pareto_plot
 
-    if args.flash_kb <= 0:
-        raise TinyexitError("--flash-kb must be positive")
     model, spec = models.load(model_dir(args.model))
+    task_of(spec.task, args.task, "model")
     if spec.cuts:
         raise TinyexitError("mixed precision is not supported for retrofitted models")
-    ds = pipeline.load_data(spec.task, args.data)
     out = Path(args.out or f"out/{spec.task}/mixed")
+    atomic.check_writable(out, "--out", folder=True)
+    ds = pipeline.load_data(spec.task, args.data)
     mp = mixed_precision(model, spec, ds, out, int(args.flash_kb * 1024), args.qat_epochs, args.seed)
     manifest = pipeline.export(mp["quantized"], spec, ds, out / "export", args.seed, weight_bits=mp["bits"])
     if args.int4_packed:

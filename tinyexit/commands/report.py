@@ -1,35 +1,54 @@
 """`tinyexit report`: the figures of several demo runs side by side, as one markdown table."""
 
 import json
+import sys
 from pathlib import Path
 
 from tinyexit.errors import TinyexitError
 
 HELP = "print the report.json figures of demo runs (e.g. out/har out/kws out/vww) as one markdown table"
+DEFAULT_RUNS = ["out/har", "out/kws", "out/vww"]
 
 
 def add_arguments(p) -> None:
-    p.add_argument("runs", metavar="DIR", nargs="*", default=["out/har", "out/kws", "out/vww"],
-                   help="demo output folders holding report.json (default: out/har out/kws out/vww)")
+    p.add_argument("runs", metavar="DIR", nargs="*",
+                   help="demo output folders holding report.json (default: those of out/har out/kws out/vww that "
+                        "exist)")
     p.add_argument("--markdown", metavar="FILE", help="also write the table to FILE")
 
 
+def read_report(path: Path) -> dict:
+    try:
+        report = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise TinyexitError(f"{path} not found (run `tinyexit demo --task ... --out {path.parent}` first)") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
+        raise TinyexitError(f"{path}: not valid JSON ({str(err)[:120]})") from None
+    except OSError as err:
+        raise TinyexitError(f"{path}: cannot read it ({err.strerror})") from None
+    if not isinstance(report, dict) or not isinstance(report.get("task"), str):
+        raise TinyexitError(f"{path}: not a tinyexit report")
+    return report
+
+
 def run(args) -> int:
+    from tinyexit import atomic
     from tinyexit.report import tasks_table
 
-    reports = []
-    for run_dir in args.runs:
-        path = Path(run_dir) / "report.json"
-        try:
-            reports.append(json.loads(path.read_text()))
-        except FileNotFoundError:
-            raise TinyexitError(f"{path} not found (run `tinyexit demo --task ... --out {run_dir}` first)") from None
-        except ValueError as err:
-            raise TinyexitError(f"{path}: not valid JSON ({err})") from None
-        if not isinstance(reports[-1], dict) or "task" not in reports[-1]:
-            raise TinyexitError(f"{path}: not a tinyexit report")
+    atomic.check_writable(args.markdown, "--markdown")
+    runs = args.runs
+    if not runs:  # the demos that ran; the others are named, not an error
+        runs = [d for d in DEFAULT_RUNS if (Path(d) / "report.json").is_file()]
+        missing = [d for d in DEFAULT_RUNS if d not in runs]
+        if missing:
+            demos = ", ".join(f"`tinyexit demo --task {Path(d).name}`" for d in missing)
+            print(f"tinyexit report: no report.json in {', '.join(missing)} yet (made by {demos}); "
+                  f"{'showing the others' if runs else 'nothing to show'}", file=sys.stderr)
+        if not runs:
+            return 0
+    reports = [read_report(Path(run_dir) / "report.json") for run_dir in runs]
     table = tasks_table(reports)
     print(table)
     if args.markdown:
-        Path(args.markdown).write_text(table + "\n")
+        atomic.write_text(args.markdown, table + "\n")
     return 0

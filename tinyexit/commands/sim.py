@@ -15,8 +15,10 @@ def add_arguments(p) -> None:
     p.add_argument("--board", metavar="NAME",
                    help="price the counts in energy with boards/NAME.yaml (energy_uj in the summary; default for "
                         "a QEMU target: the board it stands in for)")
-    p.add_argument("--inputs", required=True, metavar="X.npy", help="N inputs in the model's input dtype and shape")
-    p.add_argument("--labels", metavar="y.npy", help="N integer labels, for accuracy")
+    p.add_argument("--inputs", required=True, nargs="+", metavar="X.npy",
+                   help="N int8 inputs, (N, *input shape) or flat (N, size), as `tinyexit inputs` writes them; a "
+                        "model with several inputs takes one .npy per input, in input order")
+    p.add_argument("--labels", metavar="y.npy", help="N integer labels (0 .. classes-1), for accuracy")
     p.add_argument("--out", metavar="results.npz", help="per-sample results (pred, exit, instructions, output)")
     p.add_argument("--json", metavar="summary.json", help="summary figures as JSON")
     p.add_argument("--build-dir", metavar="DIR", help="where the firmware is built (default: out/build/<target>)")
@@ -43,18 +45,22 @@ def resolve_target_and_board(target: str | None, board_name: str | None):
 
 
 def run(args) -> int:
-    import json
-
-    import numpy as np
-
-    from tinyexit.sim import load_inputs, simulate, table
+    from tinyexit import atomic, inputs
+    from tinyexit.commands import warn_if_uncalibrated
+    from tinyexit.sim import simulate, table
 
     target, board = resolve_target_and_board(args.target, args.board)
-    x, y = load_inputs(args.inputs, args.labels)
-    result, summary = simulate(args.model, target, x, y, Path(args.build_dir or f"out/build/{target}"), board=board)
-    if args.out:
-        np.savez(args.out, **result)
-    if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=1))
+    build_dir = Path(args.build_dir or f"out/build/{target}")
+    atomic.check_writable(args.out, "--out")
+    atomic.check_writable(args.json, "--json")
+    atomic.check_writable(build_dir, "--build-dir", folder=True)
+    xs, y = inputs.load_for_model(args.model, args.inputs, args.labels)
+    warn_if_uncalibrated(args.model)
+    result, summary = simulate(args.model, target, xs[0] if len(xs) == 1 else xs, y, build_dir, board=board)
+    with atomic.outputs() as out:
+        if args.out:
+            out.save_npz(args.out, **result)
+        if args.json:
+            out.write_json(args.json, summary)
     print(table(summary))
     return 0
