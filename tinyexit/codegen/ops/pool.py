@@ -1,4 +1,5 @@
-"""Pooling: AVERAGE_POOL_2D (portable and DSP), MAX_POOL_2D, MEAN over height and width."""
+"""Pooling: AVERAGE_POOL_2D (portable and DSP), MAX_POOL_2D, and the reductions global pooling lowers to:
+MEAN, SUM, REDUCE_MAX over any axes (kernels/mean_s8.cc, reduce_max_s8.cc)."""
 
 from __future__ import annotations
 
@@ -43,28 +44,98 @@ class MaxPoolOp(PoolOp):
     dsp = False
 
 
-class MeanOp(Op):
-    """MEAN over axes 1 and 2 of an NHWC tensor, as TFLite Micro's integer QuantizedMeanOrSum (kernels/mean_s8.cc)."""
+class ReduceOp(Op):
+    """A reduction over constant axes (MEAN, SUM, REDUCE_MAX), its input seen as [d0, d1, d2, d3, d4] with d1
+    and d3 reduced (kernels_matmul.h ReduceParams): neighbouring axes merge, so any axis set whose reduced axes
+    form at most two runs fits, keepdims or not."""
+
+    kernel = ""
+    max_axes = 2  # TFLite Micro's MEAN and SUM resolve at most two axes (kMaxNumberOfReducedAxis)
 
     def check(self):
+        self.dims = self.five_dims()
+
+    def axes(self) -> list[int]:
+        inp, axes = self.t(self.op.inputs[0]), self.t(self.op.inputs[1])
+        if not axes.is_constant:
+            raise TinyexitError(f"{self.graph.source}: {self.op.op} '{self.t(self.outputs[0]).name}' has computed "
+                                f"axes; only constant ones are supported")
+        rank = len(inp.shape)
+        return sorted({int(a) % rank for a in axes.data.reshape(-1)}) if rank else []
+
+    def five_dims(self) -> list[int]:
         inp, out = self.t(self.op.inputs[0]), self.t(self.outputs[0])
-        axes = self.t(self.op.inputs[1])
-        if len(inp.shape) != 4 or not axes.is_constant or sorted(int(a) % 4 for a in axes.data.reshape(-1)) != [1, 2]:
-            raise TinyexitError(f"{self.graph.source}: MEAN '{out.name}' must average axes 1 and 2 of a 4-D tensor")
+        axes = self.axes()
+        if len(axes) > self.max_axes:
+            raise TinyexitError(f"{self.graph.source}: {self.op.op} '{out.name}' reduces {len(axes)} axes; TFLite "
+                                f"Micro reduces at most {self.max_axes}")
+        dims, slot = [1] * 5, 0  # slots alternate kept (even) and reduced (odd)
+        for axis, size in enumerate(inp.shape):
+            reduced = axis in axes
+            if size == 1:
+                continue
+            if slot % 2 != reduced:
+                slot += 1
+            if slot > 4:
+                raise TinyexitError(f"{self.graph.source}: {self.op.op} '{out.name}' reduces axes {axes} of shape "
+                                    f"{inp.shape}: more than two separate runs of axes")
+            dims[slot] *= size
+        return dims
+
+    def params(self, multiplier: int = 0, shift: int = 0) -> str:
+        inp, out = self.t(self.op.inputs[0]), self.t(self.outputs[0])
+        return (f"static const ReduceParams {self.name}_params = {{{{{', '.join(map(str, self.dims))}}}, "
+                f"{zp_of(inp)}, {zp_of(out)}, {multiplier}, {shift}}};\n")
+
+    def same_quantization(self) -> bool:
+        inp, out = self.t(self.op.inputs[0]), self.t(self.outputs[0])
+        return (scale_of(inp), zp_of(inp)) == (scale_of(out), zp_of(out))
+
+    def call(self, ptr) -> str:
+        return f"{self.kernel}({self.name}_params, {ptr(self.op.inputs[0])}, {ptr(self.outputs[0])});"
+
+
+class MeanOp(ReduceOp):
+    """MEAN (GlobalAveragePooling1D/2D, keras.ops.mean): TFLite Micro's QuantizedMeanOrSum with the 1/count
+    folded into the multiplier, whether or not input and output are quantized alike (this TFLite Micro has no
+    plain-average shortcut for equal quantization any more; the tests pin it)."""
+
+    kernel = "mean_s8"
 
     def definitions(self) -> str:
         inp, out = self.t(self.op.inputs[0]), self.t(self.outputs[0])
-        count = inp.shape[1] * inp.shape[2]
+        count = self.dims[1] * self.dims[3]
         multiplier, shift = quantize_multiplier(scale_of(inp) / scale_of(out))
-        # TFLite Micro folds 1/count into the multiplier: scaled up by 2^k (k = floor(log2 count), at most 32 and
-        # 31 + shift), divided by count with truncation
+        # scaled up by 2^k (k = floor(log2 count), at most 32 and 31 + shift), divided by count, truncated
         k = min(count.bit_length() - 1, 32, 31 + shift)
-        multiplier, shift = (multiplier << k) // count, shift - k
-        return (f"static const MeanParams {self.name}_params = {{{shape4(inp)}, {zp_of(inp)}, {zp_of(out)}, "
-                f"{multiplier}, {shift}}};\n")
-
-    def call(self, ptr) -> str:
-        return f"mean_s8({self.name}_params, {ptr(self.op.inputs[0])}, {ptr(self.outputs[0])});"
+        return self.params((multiplier << k) // count, shift - k)
 
 
-OPS = {"AVERAGE_POOL_2D": PoolOp, "MAX_POOL_2D": MaxPoolOp, "MEAN": MeanOp}
+class SumOp(ReduceOp):
+    """SUM: TFLite Micro's QuantizedMeanOrSum without the division."""
+
+    kernel = "sum_s8"
+
+    def definitions(self) -> str:
+        inp, out = self.t(self.op.inputs[0]), self.t(self.outputs[0])
+        return self.params(*quantize_multiplier(scale_of(inp) / scale_of(out)))
+
+
+class ReduceMaxOp(ReduceOp):
+    """REDUCE_MAX (GlobalMaxPooling1D/2D)."""
+
+    kernel = "reduce_max_s8"
+    max_axes = 5  # TFLite Micro sizes REDUCE_MAX's axis buffer to the axes given
+
+    def check(self):
+        super().check()
+        if not self.same_quantization():
+            raise TinyexitError(f"{self.graph.source}: REDUCE_MAX '{self.t(self.outputs[0]).name}' requantizes; "
+                                f"TFLite Micro requires equal input and output quantization")
+
+    def definitions(self) -> str:
+        return self.params()
+
+
+OPS = {"AVERAGE_POOL_2D": PoolOp, "MAX_POOL_2D": MaxPoolOp, "MEAN": MeanOp, "SUM": SumOp,
+       "REDUCE_MAX": ReduceMaxOp}
