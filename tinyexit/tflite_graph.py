@@ -197,8 +197,24 @@ class Graph:
         return {t: op for op in self.ops for t in op.outputs}
 
     def macs(self, op: Operator) -> int:
-        """Multiply-accumulates of one operator (the usual count: conv, depthwise, dense; others 0)."""
+        """Multiply-accumulates of one operator (the usual count: conv, depthwise, dense, transposed conv, batch
+        matmul; others 0)."""
         out = self.tensors[op.outputs[0]].shape
+        if op.op == "TRANSPOSE_CONV":  # products landing inside the output (TFLite Micro skips the others)
+            out_c, kh, kw, cin = self.tensors[op.inputs[1]].shape
+            n, in_h, in_w, _ = self.tensors[op.inputs[2]].shape
+            o = op.options
+
+            def landing(in_size: int, k: int, stride: int, out_size: int) -> int:
+                pad = 0
+                if o.padding == 0:  # SAME, computed as TFLite Micro does (from the output size)
+                    pad = max((-(-out_size // stride) - 1) * stride + k - out_size, 0) // 2
+                return sum(0 <= i * stride - pad + j < out_size for i in range(in_size) for j in range(k))
+
+            return n * landing(in_h, kh, o.strideH, out[1]) * landing(in_w, kw, o.strideW, out[2]) * cin * out_c
+        if op.op == "BATCH_MATMUL":
+            lhs = self.tensors[op.inputs[0]].shape
+            return int(np.prod(out)) * (lhs[-2] if op.options.adjX else lhs[-1])
         if op.op == "CONV_2D":
             _, kh, kw, cin = self.tensors[op.inputs[1]].shape
             return int(np.prod(out)) * kh * kw * cin
