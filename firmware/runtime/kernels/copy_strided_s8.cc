@@ -1,6 +1,7 @@
 // The one kernel behind the index remaps (STRIDED_SLICE, SLICE, TRANSPOSE, REVERSE_V2, TILE, SPLIT, SPLIT_V,
-// UNPACK, PACK, CONCATENATION, PAD's interior, SPACE_TO_DEPTH, DEPTH_TO_SPACE): an odometer over the outer
-// axes, the innermost axis a contiguous run (copy_s8) where both strides are 1, else a strided loop.
+// UNPACK, PACK, CONCATENATION, PAD's interior, SPACE_TO_DEPTH, DEPTH_TO_SPACE). The two innermost axes are a
+// plane of rows, each a contiguous run (copy_run_s8) where both strides are 1, else a strided loop; the
+// outer axes, if any, are walked as an odometer (after simplification most copies have none).
 #include "tinyexit/kernels.h"
 
 namespace tx {
@@ -9,21 +10,26 @@ void copy_strided_s8(const StridedCopyParams& p, const int8_t* input, int8_t* ou
   for (int32_t k = 0; k < p.dims; ++k) {
     if (p.count[k] <= 0) return;
   }
-  const int32_t inner = p.dims - 1;
-  const int32_t run = p.count[inner];
-  const int32_t in_step = p.input_stride[inner], out_step = p.output_stride[inner];
+  const int32_t last = p.dims - 1;
+  const int32_t run = p.count[last];
+  const int32_t in_step = p.input_stride[last], out_step = p.output_stride[last];
   const bool contiguous = in_step == 1 && out_step == 1;
+  const int32_t rows = last > 0 ? p.count[last - 1] : 1;
+  const int32_t row_in = last > 0 ? p.input_stride[last - 1] : 0;
+  const int32_t row_out = last > 0 ? p.output_stride[last - 1] : 0;
   int32_t index[kMaxCopyDims] = {};
   int32_t in = p.input_start, out = p.output_start;
   for (;;) {
-    if (contiguous) {
-      copy_s8(input + in, run, output + out);
-    } else {
-      const int8_t* src = input + in;
-      int8_t* dst = output + out;
-      for (int32_t i = 0; i < run; ++i) dst[i * out_step] = src[i * in_step];
+    for (int32_t r = 0; r < rows; ++r) {
+      const int8_t* src = input + (in + r * row_in);
+      int8_t* dst = output + (out + r * row_out);
+      if (contiguous) {
+        copy_run_s8(src, run, dst);
+      } else {
+        for (int32_t i = 0; i < run; ++i) dst[i * out_step] = src[i * in_step];
+      }
     }
-    int32_t k = inner - 1;
+    int32_t k = last - 2;
     for (; k >= 0; --k) {  // next index of the outer axes, innermost first
       in += p.input_stride[k];
       out += p.output_stride[k];

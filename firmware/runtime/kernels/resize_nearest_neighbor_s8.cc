@@ -11,8 +11,8 @@ void resize_nearest_neighbor_s8(const ResizeNearestParams& p, const int8_t* inpu
     for (int32_t y = 0; y < p.output_height; ++y) {
       const int8_t* row = image + p.row_offsets[y];
       for (int32_t x = 0; x < p.output_width; ++x) {
-        const int8_t* src = row + p.column_offsets[x];
-        for (int32_t c = 0; c < p.depth; ++c) *output++ = src[c];
+        copy_run_s8(row + p.column_offsets[x], p.depth, output);
+        output += p.depth;
       }
     }
   }
