@@ -495,3 +495,23 @@ def test_movement_chain_on_qemu_m4(tmp_path):
     assert {"PAD", "STRIDED_SLICE", "TRANSPOSE", "RESIZE_NEAREST_NEIGHBOR", "SPLIT", "CONCATENATION",
             "SPACE_TO_DEPTH"} <= ops, ops
     run_both(buf, tmp_path, "chain", rng, samples=6, target="qemu-m4")
+
+
+def test_unsupported_parameters_are_refused_by_name():
+    """What TFLite Micro refuses or would compute differently from TensorFlow is refused at generation time:
+    CONCATENATION inputs quantized unlike the output (TFLite Micro does not requantize them) and
+    STRIDED_SLICE's new-axis mask (TFLite Micro ignores it)."""
+    from tinyexit.codegen.ops import make
+    from tinyexit.errors import TinyexitError
+
+    net = Net()
+    a, b = net.tensor([1, 4], scale=0.05), net.tensor([1, 4], scale=0.1)
+    joined, sliced = net.tensor([1, 8], scale=0.05), net.tensor([1, 1, 4])
+    net.op("CONCATENATION", [a, b], [joined], options(schema.ConcatenationOptionsT, axis=1))
+    net.op("STRIDED_SLICE", [a, net.const([0, 0]), net.const([1, 4]), net.const([1, 1])], [sliced],
+           options(schema.StridedSliceOptionsT, newAxisMask=1))
+    graph = Graph(net.finish([a, b], [joined, sliced]))
+    with pytest.raises(TinyexitError, match="quantized differently"):
+        make(graph, graph.ops[0], "l0")
+    with pytest.raises(TinyexitError, match="new-axis"):
+        make(graph, graph.ops[1], "l1")
