@@ -211,7 +211,8 @@ def arrays(export, har, tmp_path_factory):
 
 
 @pytest.mark.parametrize("inputs, labels, fragment", [
-    ("X_transposed", None, "the inputs have shape (120, 9, 1, 128), the model takes (N, 128, 1, 9)"),
+    ("X_transposed", None, "the inputs have shape (120, 9, 1, 128); the model takes 1152 int8 values per sample, "
+                          "as (N, 128, 1, 9)"),
     ("X.npz", None, "a .npz archive"),
     ("junk", None, "not a .npy file"),
     ("objects", None, "cannot read it as .npy"),

@@ -88,7 +88,8 @@ def check_array(x: np.ndarray, tensor: dict, source: str) -> np.ndarray:
     layouts = f"(N, {', '.join(map(str, want))})" + (f" or flat (N, {size})" if len(want) > 1 else "")
     same = " (the same size in another layout: transpose it to the model's)" \
         if x.ndim > 1 and math.prod(x.shape[1:]) == size else ""
-    raise TinyexitError(f"{source}: the inputs have shape {tuple(x.shape)}, the model takes {layouts}{same}")
+    raise TinyexitError(f"{source}: the inputs have shape {tuple(x.shape)}; the model takes {size} {dtype} values "
+                        f"per sample, as {layouts}{same}")
 
 
 def check_labels(y: np.ndarray, n: int, classes: int | None, source: str) -> np.ndarray:

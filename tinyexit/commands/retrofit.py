@@ -32,7 +32,7 @@ def run(args) -> int:
 
     out = Path(args.out or f"out/{args.task}-retrofit")
     if not Path(args.model).is_file():
-        raise TinyexitError(f"{args.model}: no such Keras model file (.h5 or .keras)")
+        raise TinyexitError(f"pretrained model not found: {args.model}")
     atomic.check_writable(out, "--out", folder=True)
     ds = pipeline.load_data(args.task, args.data)
     pipeline.retrofit(Path(args.model), ds, out, args.after, args.epochs, args.budget_pp, args.seed,

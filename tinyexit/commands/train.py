@@ -25,9 +25,14 @@ def exits_from(args):
         from tinyexit.errors import TinyexitError
 
         try:
-            return json.loads(Path(args.placement).read_text())["recommended_exits_after"]
-        except (OSError, ValueError, KeyError) as err:
-            raise TinyexitError(f"{args.placement}: not a placement.json ({err})") from None
+            blocks = json.loads(Path(args.placement).read_text())["recommended_exits_after"]
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as err:
+            raise TinyexitError(f"{args.placement}: not a placement.json ({type(err).__name__}: {err})") from None
+        if not isinstance(blocks, list) or not blocks or \
+                not all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in blocks):
+            raise TinyexitError(f"{args.placement}: recommended_exits_after must be a list of block numbers, "
+                                f"not {json.dumps(blocks)[:40]}")
+        return blocks
     return args.exits_after
 
 
