@@ -16,21 +16,27 @@ ALL_INT8 = np.arange(-128, 128, dtype=np.int8)
 
 
 def _run(model, calibration: np.ndarray, expect: str, samples: np.ndarray, tmp_path, name: str,
-         target: str = "host") -> Graph:
-    """Convert, build and compare every sample's output with TFLite Micro's; returns the converted graph."""
+         target: str = "host", kernels: tuple = ("portable",)) -> tuple[Graph, list[str]]:
+    """Convert, build (each kernel variant) and compare every sample's output with TFLite Micro's; returns
+    the converted graph and each build's generated source."""
     buf = convert_int8(model, calibration)
     graph = Graph(buf)
     assert expect in {op.op for op in graph.ops}, [op.op for op in graph.ops]
     path = tmp_path / f"{name}.tflite"
     path.write_bytes(buf)
     reference = StageInterpreter(buf)
-    fw = build(path, target, tmp_path / f"build_{name}", kernels="portable" if target == "host" else "auto")
-    with firmware(target, fw.binary) as dev:
-        for sample in samples:
-            want = reference(sample[None])[0].reshape(-1)
-            got = dev.infer(sample).output
-            assert np.array_equal(got, want), f"{name}: {np.flatnonzero(got != want)[:8]} differ: {got[:8]} vs {want[:8]}"
-    return graph
+    want = [reference(sample[None])[0].reshape(-1) for sample in samples]
+    sources = []
+    for variant in kernels:
+        out = tmp_path / f"build_{name}_{variant}"
+        fw = build(path, target, out, kernels=variant)
+        sources.append((out / "model.cc").read_text())
+        with firmware(target, fw.binary) as dev:
+            for sample, expected in zip(samples, want):
+                got = dev.infer(sample).output
+                assert np.array_equal(got, expected), (f"{name} ({variant}): {np.flatnonzero(got != expected)[:8]} "
+                                                       f"differ: {got[:8]} vs {expected[:8]}")
+    return graph, sources
 
 
 # unary: the activation applied to the model input itself, so one inference covers all 256 input values
@@ -75,6 +81,8 @@ def _binary_operands(pattern: str, inp, c: int, rng):
     a = layers.Conv2D(c, 1)(inp)
     if pattern == "same":
         return a, layers.Conv2D(c, 1, use_bias=False)(inp)
+    if pattern == "shared_scale":  # both inputs quantized alike (max pooling keeps its input's quantization)
+        return layers.MaxPooling2D(2, strides=1, padding="same")(inp), inp
     if pattern == "squeeze_excite":  # [1, 1, 1, C]
         return a, layers.Conv2D(c, 1, activation="sigmoid")(layers.GlobalAveragePooling2D(keepdims=True)(inp))
     if pattern == "row":  # [1, 1, W, C]: broadcast over an outer dimension only
@@ -106,8 +114,8 @@ def _binary_layer(kind: str, a, b):
 
 
 BINARY_PATTERNS = {
-    "ADD": ["same", "squeeze_excite", "constant_channels", "constant_first"],
-    "SUB": ["row", "pixel", "constant_first", "scalar"],
+    "ADD": ["same", "shared_scale", "squeeze_excite", "constant_channels", "constant_first"],
+    "SUB": ["row", "pixel", "shared_scale", "constant_first", "scalar"],
     "MUL": ["squeeze_excite", "pixel", "constant_channels", "constant_rows"],
     "MAXIMUM": ["same", "pixel", "scalar"],
     "MINIMUM": ["row", "constant_channels", "constant_first"],
@@ -130,7 +138,8 @@ def test_binary_operator_broadcasts(kind, tmp_path):
             out = layers.ReLU(max_value=[None, 6.0][int(rng.integers(2))])(out)
         calibration = rng.normal(rng.uniform(-1, 1), rng.uniform(0.3, 4), (32, h, w, c)).astype(np.float32)
         samples = rng.integers(-128, 128, (6, h, w, c)).astype(np.int8)
-        _run(keras.Model(inp, out), calibration, kind, samples, tmp_path, pattern)
+        variants = ("portable", "dsp") if kind in ("ADD", "SUB", "MUL") else ("portable",)  # dsp/: emulated
+        _run(keras.Model(inp, out), calibration, kind, samples, tmp_path, pattern, kernels=variants)
 
 
 def test_batch_normalization_and_prelu(tmp_path):
@@ -163,7 +172,8 @@ def test_batch_normalization_and_prelu(tmp_path):
     out = prelu(layers.Conv2D(3, 1)(x), [3])  # [H, W, 1]
     calibration = rng.normal(0.3, 2, (32, 5, 6, 4)).astype(np.float32)
     samples = rng.integers(-128, 128, (8, 5, 6, 4)).astype(np.int8)
-    graph = _run(keras.Model(inp, out), calibration, "PRELU", samples, tmp_path, "bn_prelu")
+    graph, _ = _run(keras.Model(inp, out), calibration, "PRELU", samples, tmp_path, "bn_prelu",
+                    kernels=("portable", "dsp"))
     ops = [op.op for op in graph.ops]
     assert ops.count("MUL") == 2 and ops.count("ADD") == 3 and ops.count("PRELU") == 3, ops
 
@@ -191,7 +201,10 @@ def test_elementwise_chain_on_qemu_m4(tmp_path):
     out = layers.Concatenate()([t, layers.Conv2D(4, 1)(x)])  # TANH's output requantized: QUANTIZE
     calibration = rng.normal(0, 1.5, (32, 6, 5, 8)).astype(np.float32)
     samples = rng.integers(-128, 128, (4, 6, 5, 8)).astype(np.int8)
-    graph = _run(keras.Model(inp, out), calibration, "QUANTIZE", samples, tmp_path, "chain", target="qemu-m4")
+    graph, (source,) = _run(keras.Model(inp, out), calibration, "QUANTIZE", samples, tmp_path, "chain",
+                            target="qemu-m4", kernels=("auto",))
     wanted = {"LOGISTIC", "MUL", "HARD_SWISH", "ADD", "LEAKY_RELU", "PRELU", "SUB", "MAXIMUM", "MINIMUM", "TANH",
               "QUANTIZE"}
     assert wanted <= {op.op for op in graph.ops}, wanted - {op.op for op in graph.ops}
+    for kernel in ("dsp::add_s8", "dsp::sub_s8", "dsp::mul_s8"):  # their assembly ran, not an emulation
+        assert kernel in source, kernel

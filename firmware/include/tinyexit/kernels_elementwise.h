@@ -55,4 +55,13 @@ void lookup_s8(const int8_t* table, int32_t size, const int8_t* input, int8_t* o
 // Output quantization is TFLite's fixed one for int8 softmax: scale 1/256, zero point -128.
 void softmax_s8(const SoftmaxParams& p, const int8_t* input, int8_t* output);
 
+// Cortex-M DSP variants (kernels/dsp/<op>_s8.cc, SMMULR; emulated off Arm), same parameters and bits, used
+// where dsp.h's short requantizations are exact: ADD and SUB when the output multiplier shifts right, MUL
+// when its shift is at most 14.
+namespace dsp {
+void add_s8(const AddParams& p, const int8_t* a, const int8_t* b, int8_t* output);
+void sub_s8(const AddParams& p, const int8_t* a, const int8_t* b, int8_t* output);
+void mul_s8(const MulParams& p, const int8_t* a, const int8_t* b, int8_t* output);
+}  // namespace dsp
+
 }  // namespace tx

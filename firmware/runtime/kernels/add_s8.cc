@@ -6,7 +6,7 @@
 namespace tx {
 
 void add_s8(const AddParams& p, const int8_t* a, const int8_t* b, int8_t* output) {
-  broadcast_loops(p.shape, a, b, output, [&p](int32_t x, int32_t y) {
+  broadcast_loops(p.shape, a, b, output, [p](int32_t x, int32_t y) {
     const int32_t sx = multiply_by_quantized_multiplier((x + p.input1_offset) * (1 << p.left_shift),
                                                         p.input1_multiplier, p.input1_shift);
     const int32_t sy = multiply_by_quantized_multiplier((y + p.input2_offset) * (1 << p.left_shift),

@@ -6,7 +6,7 @@
 namespace tx {
 
 void prelu_s8(const PreluParams& p, const int8_t* input, const int8_t* alpha, int8_t* output) {
-  broadcast_loops(p.shape, input, alpha, output, [&p](int32_t x, int32_t a) {
+  broadcast_loops(p.shape, input, alpha, output, [p](int32_t x, int32_t a) {
     const int32_t value = x + p.input_offset;
     const int32_t scaled =
         value >= 0 ? multiply_by_quantized_multiplier(value, p.identity_multiplier, p.identity_shift)

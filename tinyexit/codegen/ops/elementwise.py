@@ -92,9 +92,16 @@ class BinaryOp(Op):
         return self.constants() + (f"static const {self.params_type} {self.name}_params = "
                                    f"{{{self.broadcast()}{', ' + rest if rest else ''}}};\n")
 
+    def dsp(self) -> bool:
+        """Whether its DSP kernel (kernels/dsp/<op>_s8.cc) is exact for these parameters."""
+        return False
+
     def call(self, ptr) -> str:
         a, b = self.op.inputs[:2]
-        return f"{self.kernel}({self.name}_params, {self.operand(a, ptr)}, {self.operand(b, ptr)}, {ptr(self.outputs[0])});"
+        args = f"({self.name}_params, {self.operand(a, ptr)}, {self.operand(b, ptr)}, {ptr(self.outputs[0])});"
+        if not self.dsp():
+            return self.kernel + args
+        return f"\n#if TX_DSP_KERNELS\n  dsp::{self.kernel}{args}\n#else\n  {self.kernel}{args}\n#endif"
 
     def scales(self) -> tuple[float, float, float]:
         return tuple(scale_of(self.t(i)) for i in (*self.op.inputs[:2], self.outputs[0]))
@@ -112,6 +119,13 @@ class AddOp(BinaryOp):
         s1, s2, so = self.scales()
         twice_max = 2 * max(s1, s2)
         return s1 / twice_max, s2 / twice_max, twice_max / ((1 << self.LEFT_SHIFT) * so)
+
+    def dsp(self) -> bool:
+        """dsp/elementwise.h: one input rescaled by the multiplier 2^30 and shift 0 (the one with the larger
+        scale always is), the other that or shifting right, and the output shifting right."""
+        (m1, s1), (m2, s2), (_, so) = (quantize_multiplier(r) for r in self.real_multipliers())
+        shift_only = [(m, s) == (1 << 30, 0) for m, s in ((m1, s1), (m2, s2))]
+        return any(shift_only) and (shift_only[0] or s1 < 0) and (shift_only[1] or s2 < 0) and so < 0
 
     def params(self) -> str:
         (m1, s1), (m2, s2), (mo, so) = (quantize_multiplier(r) for r in self.real_multipliers())
@@ -138,9 +152,15 @@ class SubOp(AddOp):
 class MulOp(BinaryOp):
     kernel, params_type = "mul_s8", "MulParams"
 
-    def params(self) -> str:
+    def multiplier(self) -> tuple[int, int]:
         s1, s2, so = self.scales()
-        m, s = quantize_multiplier(s1 * s2 / so)
+        return quantize_multiplier(s1 * s2 / so)
+
+    def dsp(self) -> bool:
+        return self.multiplier()[1] <= 14  # |product| <= 255^2: |product| * 2^(shift + 1) < 2^31
+
+    def params(self) -> str:
+        m, s = self.multiplier()
         a, b = (self.t(i) for i in self.op.inputs[:2])
         lo, hi = self.activation()
         return f"{-zp_of(a)}, {-zp_of(b)}, {zp_of(self.t(self.outputs[0]))}, {m}, {s}, {lo}, {hi}"
