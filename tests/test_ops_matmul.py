@@ -15,11 +15,12 @@ from tinyexit.reference import StageInterpreter
 from tinyexit.tflite_graph import Graph, serialize
 
 
-def _requantized_output(buf: bytes, scale: float, zero_point: int) -> bytes:
-    """The model with its output tensor's quantization replaced (the reference runs the same file): reaches
-    requantizations calibration rarely gives (saturation, multipliers above 1, equal input and output)."""
+def _requantized_output(buf: bytes, scale: float, zero_point: int, tensor: int | None = None) -> bytes:
+    """The model with the quantization of its output (or of another tensor) replaced; the reference runs the
+    same file: reaches requantizations calibration rarely gives (saturation, multipliers above 1, equal input
+    and output)."""
     graph = Graph(buf)
-    q = graph.model.subgraphs[0].tensors[graph.outputs[0]].quantization
+    q = graph.model.subgraphs[0].tensors[graph.outputs[0] if tensor is None else tensor].quantization
     q.scale, q.zeroPoint = [float(np.float32(scale))], [int(zero_point)]
     return serialize(graph.model)
 
@@ -30,20 +31,24 @@ def _random_output_quantization(buf: bytes, rng: np.random.Generator) -> bytes:
 
 
 def _check(buf: bytes, shape: tuple, tmp_path, name: str, rng: np.random.Generator, op: str, target: str = "host",
-           samples: int = 10) -> None:
-    """Builds the model and compares every output byte with TFLite Micro's on random int8 inputs."""
+           samples: int = 10, kernels: tuple = ("portable",)) -> str:
+    """Builds the model (with each kernel choice) and compares every output byte with TFLite Micro's on random
+    int8 inputs. Returns the generated model.cc."""
     assert op in {o.op for o in Graph(buf).ops}, [o.op for o in Graph(buf).ops]
     path = tmp_path / f"{name}.tflite"
     path.write_bytes(buf)
     reference = StageInterpreter(buf)
-    fw = build(path, target, tmp_path / f"b_{name}", kernels="portable" if target == "host" else "auto")
     x = rng.integers(-128, 128, (samples, *shape)).astype(np.int8)
     x[0] = 127  # the extremes: largest sums, saturation
     x[1] = -128
-    with firmware(target, fw.binary) as dev:
-        for i, sample in enumerate(x):
-            got, want = dev.infer(sample).output, reference(sample[None])[0].reshape(-1)
-            assert np.array_equal(got, want), f"{name} sample {i}: {got[:8]} vs {want[:8]}"
+    want = [reference(sample[None])[0].reshape(-1) for sample in x]
+    for choice in kernels:
+        fw = build(path, target, tmp_path / f"b_{name}_{choice}", kernels=choice)
+        with firmware(target, fw.binary) as dev:
+            for i, sample in enumerate(x):
+                got = dev.infer(sample).output
+                assert np.array_equal(got, want[i]), f"{name} ({choice}) sample {i}: {got[:8]} vs {want[i][:8]}"
+    return (tmp_path / f"b_{name}_{kernels[-1]}" / "model.cc").read_text()
 
 
 def _calibration(rng: np.random.Generator, shape: tuple) -> np.ndarray:
@@ -59,6 +64,8 @@ def _transpose_conv_model(rng: np.random.Generator):
     h, w, c = int(rng.integers(1, 7)), int(rng.integers(1, 7)), int(rng.integers(1, 6))
     filters, padding, bias = int(rng.integers(1, 7)), str(rng.choice(["same", "valid"])), bool(rng.integers(2))
     k, s = tuple(int(v) for v in rng.integers(1, 5, 2)), tuple(int(v) for v in rng.integers(1, 4, 2))
+    if rng.random() < 0.8:  # strides within the filter: the DSP kernel's case (else the portable one)
+        s = tuple(min(a, b) for a, b in zip(s, k))
     extra = tuple(int(rng.integers(0, v)) for v in s) if rng.random() < 0.3 else None  # output_padding < stride
     if one_d:
         shape, layer = (w, c), layers.Conv1DTranspose(filters, k[1], strides=s[1], padding=padding, use_bias=bias)
@@ -73,13 +80,24 @@ def _transpose_conv_model(rng: np.random.Generator):
 
 
 def test_transpose_conv_matches_tflite_micro(tmp_path):
+    """Portable and DSP kernels (the DSP one emulated on the host): its phases streamed (short right-shift
+    requantization, even channel count) or not (left shifts from rewritten output scales, odd channel counts)."""
+    import re
+
     rng = np.random.default_rng(7)
+    modes, streamed = set(), 0
     for case in range(7):
         model, shape = _transpose_conv_model(rng)
         buf = convert_int8(model, _calibration(rng, shape))
-        if case % 2:
-            buf = _random_output_quantization(buf, rng)
-        _check(buf, shape, tmp_path, f"tconv{case}", rng, "TRANSPOSE_CONV")
+        if case % 2:  # output scales near input scale x filter scale: multipliers near 1, left shifts, saturation
+            graph = Graph(buf)
+            out = graph.tensors[next(o for o in graph.ops if o.op == "TRANSPOSE_CONV").outputs[0]]
+            buf = _requantized_output(buf, float(out.scale[0]) * 2.0 ** rng.uniform(-10, -5),
+                                      int(rng.integers(-128, 128)), out.index)
+        source = _check(buf, shape, tmp_path, f"tconv{case}", rng, "TRANSPOSE_CONV", kernels=("portable", "dsp"))
+        modes |= {int(m) for m in re.findall(r"TransposeConvDspParams \w+ = \{\w+, (\d)\}", source)}
+        streamed += source.count("_stream0[")
+    assert len(modes) >= 2 and streamed > 0, (modes, streamed)
 
 
 def _matmul_models():
@@ -223,8 +241,8 @@ def test_macs_count_the_products_computed(tmp_path):
 
 
 def test_transpose_conv_matmul_and_reduction_on_qemu_m4(tmp_path):
-    """The three kernels compiled for and run on the emulated Cortex-M4: a decoder-style upsampling, the
-    channels' Gram matrix (BATCH_MATMUL, adj_x) and a global max over it."""
+    """The kernels compiled for and run on the emulated Cortex-M4: a decoder-style upsampling (the DSP
+    TRANSPOSE_CONV, its SMLAD assembly), the channels' Gram matrix (BATCH_MATMUL, adj_x) and a global max."""
     import keras
     from keras import layers
 
@@ -238,4 +256,6 @@ def test_transpose_conv_matmul_and_reduction_on_qemu_m4(tmp_path):
     buf = convert_int8(model, _calibration(rng, (4, 4, 3)))
     ops = {o.op for o in Graph(buf).ops}
     assert {"TRANSPOSE_CONV", "BATCH_MATMUL", "REDUCE_MAX"} <= ops, ops
-    _check(buf, (4, 4, 3), tmp_path, "m4", rng, "TRANSPOSE_CONV", target="qemu-m4", samples=6)
+    source = _check(buf, (4, 4, 3), tmp_path, "m4", rng, "TRANSPOSE_CONV", target="qemu-m4", samples=6,
+                    kernels=("auto",))
+    assert "dsp::transpose_conv_s8(" in source  # the Cortex-M4 has the DSP extension: the phase GEMM ran

@@ -23,6 +23,22 @@ struct TransposeConvParams {
 void transpose_conv_s8(const TransposeConvParams& p, const int8_t* input, const int8_t* filter, const int32_t* bias,
                        int8_t* output);
 
+// The DSP variant (kernels/dsp/transpose_conv_s8.cc) splits the outputs by phase: outputs with the same
+// ((oy + pad_h) % stride_h, (ox + pad_w) % stride_w) take the same filter taps, from a window of consecutive
+// input rows and columns, so each phase is a stride-1 CONV_2D with a flipped sub-filter, run on the DSP GEMM
+// (gemm.h) pixel pair by pixel pair. Every phase needs a tap: kh >= stride_h and kw >= stride_w.
+struct TransposeConvDspParams {
+  const GemmDspParams* phases;  // [stride_h][stride_w]: the sub-filter of taps ky = ry + j * stride_h (j
+                                // descending), likewise kx; k = taps * in_c; a stream or filter, bias, table
+  int32_t fast_mode;            // kernels.h GemmDspParams::fast_mode, the same for every phase
+};
+
+namespace dsp {
+// scratch: the GEMM's column buffer for the largest phase (4 * k_padded bytes, 4-byte aligned)
+void transpose_conv_s8(const TransposeConvParams& p, const TransposeConvDspParams& d, const int8_t* input,
+                       int8_t* output, void* scratch);
+}  // namespace dsp
+
 // out[b][i][j] = sum_k (lhs(b, i, k) + lhs_offset) * (rhs(b, k, j) + rhs_offset), requantized (one
 // multiplier: BATCH_MATMUL is per-tensor, without activation). Element (i, k) of a batch's left matrix is at
 // i * lhs_row_stride + k * lhs_depth_stride: the strides say whether it is stored transposed (adj_x); the

@@ -6,15 +6,18 @@ from __future__ import annotations
 import numpy as np
 
 from tinyexit.codegen.ops.base import Op, c_array, scale_of, shape4, zp_of
+from tinyexit.codegen.ops.weights import fast_mode, gemm_filter, gemm_scratch_bytes, gemm_stream, padded_bias
 from tinyexit.codegen.quantization import f32, quantize_multiplier, same_padding
 from tinyexit.errors import TinyexitError
 
 
 class TransposeConvOp(Op):
     """TRANSPOSE_CONV (Conv2DTranspose; Conv1DTranspose arrives between two RESHAPEs). Inputs: output shape,
-    filter [out_c, kh, kw, in_c], input, optional bias."""
+    filter [out_c, kh, kw, in_c], input, optional bias. Portable kernel, and a DSP twin (one stride-1 CONV_2D
+    per output phase on the DSP GEMM) when the filter is at least as large as the stride."""
 
     FILTER, INPUT, BIAS = 1, 2, 3
+    dsp = False
 
     def check(self):
         w = self.t(self.op.inputs[self.FILTER])
@@ -26,6 +29,23 @@ class TransposeConvOp(Op):
             raise TinyexitError(f"{self.graph.source}: TRANSPOSE_CONV '{out.name}' must be 4-D (NHWC)")
         if w.zero_point is not None and np.any(w.zero_point != 0):
             raise TinyexitError(f"{self.graph.source}: TRANSPOSE_CONV filter '{w.name}' has nonzero zero points")
+        o = self.op.options
+        # the DSP twin needs every phase to have a tap (kernels_matmul.h TransposeConvDspParams)
+        self.dsp = w.shape[1] >= o.strideH and w.shape[2] >= o.strideW
+        self.scratch_bytes = max(gemm_scratch_bytes(sub.shape[1], run) for sub, run in self.phases()) if self.dsp else 0
+
+    def phases(self) -> list[tuple[np.ndarray, int]]:
+        """Per phase (ry, rx), row-major: the flipped sub-filter [out_c, th * tw * in_c] of taps ky = ry + j *
+        stride_h, kx = rx + i * stride_w (j, i descending), and its contiguous run (tw * in_c inputs)."""
+        o = self.op.options
+        w = self.t(self.op.inputs[self.FILTER]).data
+        out_c, kh, kw, in_c = w.shape
+        result = []
+        for ry in range(o.strideH):
+            for rx in range(o.strideW):
+                rows, cols = list(range(ry, kh, o.strideH))[::-1], list(range(rx, kw, o.strideW))[::-1]
+                result.append((w[:, rows][:, :, cols].reshape(out_c, -1), len(cols) * in_c))
+        return result
 
     def bias(self):
         i = self.op.inputs[self.BIAS] if len(self.op.inputs) > self.BIAS else -1
@@ -51,19 +71,54 @@ class TransposeConvOp(Op):
         pad_h, pad_w = self.padding()
         n = self.name
         bias = self.bias()
-        text = c_array("int8_t", f"{n}_filter", w.data)
+        text = "#if !TX_DSP_KERNELS\n" if self.dsp else ""
+        text += c_array("int8_t", f"{n}_filter", w.data)
         text += c_array("int32_t", f"{n}_bias", bias.data) if bias is not None else ""
+        text += "#endif\n" if self.dsp else ""
         text += c_array("int32_t", f"{n}_mult", np.array([m for m, _ in mults]))
         text += c_array("int32_t", f"{n}_shift", np.array([s for _, s in mults]))
-        return text + (f"static const TransposeConvParams {n}_params = {{{shape4(inp)}, {shape4(w)}, {shape4(out)}, "
-                       f"{o.strideH}, {o.strideW}, {pad_h}, {pad_w}, {-zp_of(inp)}, {zp_of(out)}, {n}_mult, "
-                       f"{n}_shift}};\n")
+        text += (f"static const TransposeConvParams {n}_params = {{{shape4(inp)}, {shape4(w)}, {shape4(out)}, "
+                 f"{o.strideH}, {o.strideW}, {pad_h}, {pad_w}, {-zp_of(inp)}, {zp_of(out)}, {n}_mult, {n}_shift}};\n")
+        if self.dsp:
+            text += "#if TX_DSP_KERNELS\n" + self.dsp_definitions(mults) + "#endif\n"
+        return text
+
+    def dsp_definitions(self, mults: list[tuple[int, int]]) -> str:
+        """One GemmDspParams per phase. The short requantization's proof (weights.fast_mode) is made on the
+        whole filter, whose bound holds for every phase's sub-filter: one mode and table for all."""
+        w = self.t(self.op.inputs[self.FILTER]).data
+        out_c = w.shape[0]
+        bias = self.bias()
+        bias = np.zeros(out_c, np.int64) if bias is None else bias.data.astype(np.int64)
+        mode, table = fast_mode(w.reshape(out_c, -1), bias, mults)
+        n = self.name
+        streamed = mode == 1 and out_c % 2 == 0
+        text = ""
+        if not streamed:
+            text += c_array("int32_t", f"{n}_bias32", padded_bias(bias))
+            text += c_array("int32_t", f"{n}_fastq", np.array(table, np.int32).reshape(-1)) if mode else ""
+        rows = []
+        for i, (sub, run) in enumerate(self.phases()):
+            words, k_padded = gemm_filter(sub, run)
+            if streamed:
+                text += c_array("uint32_t", f"{n}_stream{i}", gemm_stream(sub, bias, table, run))
+                rows.append(f"{{{sub.shape[1]}, {k_padded}, nullptr, nullptr, nullptr, {mode}, {n}_stream{i}}}")
+            else:
+                text += c_array("uint32_t", f"{n}_filter16_{i}", words)
+                fast = f"{n}_fastq" if mode else "nullptr"
+                rows.append(f"{{{sub.shape[1]}, {k_padded}, {fast}, {n}_filter16_{i}, {n}_bias32, {mode}, nullptr}}")
+        return (text + f"static const GemmDspParams {n}_phases[] = {{{', '.join(rows)}}};\n"
+                f"static const TransposeConvDspParams {n}_dsp = {{{n}_phases, {mode}}};\n")
 
     def call(self, ptr) -> str:
         n = self.name
         bias = f"{n}_bias" if self.bias() is not None else "nullptr"
-        return (f"transpose_conv_s8({n}_params, {ptr(self.op.inputs[self.INPUT])}, {n}_filter, {bias}, "
-                f"{ptr(self.outputs[0])});")
+        inp, out = ptr(self.op.inputs[self.INPUT]), ptr(self.outputs[0])
+        portable = f"transpose_conv_s8({n}_params, {inp}, {n}_filter, {bias}, {out});"
+        if not self.dsp:
+            return portable
+        return (f"\n#if TX_DSP_KERNELS\n  dsp::transpose_conv_s8({n}_params, {n}_dsp, {inp}, {out}, {self.scratch});"
+                f"\n#else\n  {portable}\n#endif")
 
 
 class BatchMatmulOp(Op):
