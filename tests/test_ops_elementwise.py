@@ -142,6 +142,25 @@ def test_binary_operator_broadcasts(kind, tmp_path):
         _run(keras.Model(inp, out), calibration, kind, samples, tmp_path, pattern, kernels=variants)
 
 
+def test_mul_shifting_left(tmp_path):
+    """A product of wide inputs clipped to ReLU6's narrow output: MUL's multiplier exceeds 1 (a left shift),
+    dsp.h's other short requantization."""
+    import keras
+    from keras import layers
+
+    from tinyexit.codegen.ops import make
+
+    rng = np.random.default_rng(5)
+    keras.utils.set_random_seed(5)
+    inp = keras.Input((4, 5, 3))
+    out = layers.ReLU(max_value=6.0)(layers.Multiply()([layers.Conv2D(3, 1)(inp), layers.Conv2D(3, 1)(inp)]))
+    calibration = rng.normal(0, 30, (32, 4, 5, 3)).astype(np.float32)
+    samples = rng.integers(-128, 128, (6, 4, 5, 3)).astype(np.int8)
+    graph, _ = _run(keras.Model(inp, out), calibration, "MUL", samples, tmp_path, "left", kernels=("portable", "dsp"))
+    mul = make(graph, next(op for op in graph.ops if op.op == "MUL"), "mul")
+    assert 0 <= mul.multiplier()[1] <= 14 and mul.dsp()
+
+
 def test_batch_normalization_and_prelu(tmp_path):
     """A standalone BatchNormalization right after the input and after an Add (MUL and ADD with constant
     per-channel tensors) and PReLU with alphas of either sign, per element or shared over axes."""
@@ -180,7 +199,8 @@ def test_batch_normalization_and_prelu(tmp_path):
 
 def test_elementwise_chain_on_qemu_m4(tmp_path):
     """Every operator of this file in one model (swish, squeeze-and-excite, hard swish, batch norm, leaky and
-    parametric ReLU, tanh, sub/max/min with broadcasts and constants) on the emulated Cortex-M4."""
+    parametric ReLU, hard sigmoid, ReLU with a max value, tanh, sub/max/min with broadcasts and constants) on
+    the emulated Cortex-M4."""
     import keras
     from keras import layers, ops
 
@@ -197,14 +217,16 @@ def test_elementwise_chain_on_qemu_m4(tmp_path):
     x = layers.Subtract()([x, layers.Conv2D(1, 1)(x)])  # [.., 8] - [.., 1]
     x = layers.Maximum()([layers.Conv2D(8, 1)(x), ops.multiply(inp, 0.25)])
     x = layers.Minimum()([x, layers.Activation("relu6")(layers.Conv2D(8, 1)(inp))])
+    x = layers.Activation("hard_sigmoid")(x)  # ADD and MUL with scalar constants
+    x = layers.ReLU(max_value=1.5)(layers.Add()([x, layers.Conv2D(8, 1)(x)]))  # MINIMUM with a constant, RELU
     t = layers.Activation("tanh")(layers.Conv2D(4, 1)(x))
     out = layers.Concatenate()([t, layers.Conv2D(4, 1)(x)])  # TANH's output requantized: QUANTIZE
     calibration = rng.normal(0, 1.5, (32, 6, 5, 8)).astype(np.float32)
     samples = rng.integers(-128, 128, (4, 6, 5, 8)).astype(np.int8)
     graph, (source,) = _run(keras.Model(inp, out), calibration, "QUANTIZE", samples, tmp_path, "chain",
                             target="qemu-m4", kernels=("auto",))
-    wanted = {"LOGISTIC", "MUL", "HARD_SWISH", "ADD", "LEAKY_RELU", "PRELU", "SUB", "MAXIMUM", "MINIMUM", "TANH",
-              "QUANTIZE"}
+    wanted = {"LOGISTIC", "MUL", "HARD_SWISH", "ADD", "LEAKY_RELU", "PRELU", "SUB", "MAXIMUM", "MINIMUM", "RELU",
+              "TANH", "QUANTIZE"}
     assert wanted <= {op.op for op in graph.ops}, wanted - {op.op for op in graph.ops}
     for kernel in ("dsp::add_s8", "dsp::sub_s8", "dsp::mul_s8"):  # their assembly ran, not an emulation
         assert kernel in source, kernel
