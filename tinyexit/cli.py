@@ -22,8 +22,9 @@ import tempfile
 from tinyexit import __version__
 from tinyexit.errors import TinyexitError
 
-COMMANDS = ["demo", "train", "place", "export", "calibrate", "evaluate", "retrofit", "inputs", "build", "sim", "flash",
-            "profile", "report", "quantize"]
+COMMANDS = ["demo", "train", "place", "export", "calibrate", "evaluate", "retrofit", "import", "check", "inputs", "build",
+            "sim", "flash", "profile", "report", "quantize"]
+MODULES = {"import": "import_"}  # a command whose name is a Python keyword
 
 
 class Parser(argparse.ArgumentParser):
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:
-        module = importlib.import_module(f"tinyexit.commands.{name}")
+        module = importlib.import_module(f"tinyexit.commands.{MODULES.get(name, name)}")
         cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(cmd)
         cmd.set_defaults(_run=module.run)

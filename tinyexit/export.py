@@ -74,26 +74,31 @@ def batch_one_converter(model):
     arithmetic (e.g. Keras' Flatten) folds away instead of becoming SHAPE/STRIDED_SLICE/PACK ops."""
     import tensorflow as tf
 
-    spec = tf.TensorSpec((1, *model.inputs[0].shape[1:]), tf.float32)
+    specs = [tf.TensorSpec((1, *i.shape[1:]), tf.float32) for i in model.inputs]
     with tempfile.TemporaryDirectory() as saved, native_output_captured():
-        model.export(saved, format="tf_saved_model", input_signature=[spec], verbose=False)
+        model.export(saved, format="tf_saved_model", input_signature=specs if len(specs) == 1 else [specs],
+                     verbose=False)
         yield tf.lite.TFLiteConverter.from_saved_model(saved)
 
 
-def convert_int8(model, representative: np.ndarray) -> bytes:
-    """Full-integer post-training quantization: int8 weights, activations, inputs and outputs."""
+def convert_int8(model, representative: np.ndarray | list[np.ndarray], float_outputs: bool = False) -> bytes:
+    """Full-integer post-training quantization: int8 weights, activations, inputs and outputs (float32
+    outputs with float_outputs: the converter ends them in DEQUANTIZE). representative: (N, ...) samples, or
+    one such array per input of a model with several inputs."""
     import tensorflow as tf
 
+    arrays = representative if isinstance(representative, (list, tuple)) else [representative]
+
     def samples():
-        for x in representative:
-            yield [x[None].astype(np.float32)]
+        for i in range(len(arrays[0])):
+            yield [a[i][None].astype(np.float32) for a in arrays]
 
     with batch_one_converter(model) as converter:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = samples
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
+        converter.inference_output_type = tf.float32 if float_outputs else tf.int8
         return converter.convert()
 
 
@@ -235,3 +240,56 @@ def export(model, spec: ModelSpec, representative: np.ndarray, out_dir: str | Pa
 def macs_of(model) -> int:
     """MACs of a Keras model, counted on its TFLite graph (the same counter the manifest uses)."""
     return Graph(convert_float(model), model.name).total_macs()
+
+
+def write_stages(graph: Graph, boundaries: list[tuple[list[int], list[int]]], out_dir: Path, task: str,
+                 classes: list[str], preprocessing: dict, out: atomic.Outputs, extra: dict | None = None,
+                 tensor_bits: dict[str, int] | None = None, macs_no_exit: int | None = None) -> dict:
+    """Cut `graph` into stages at `boundaries` ((inputs, outputs) per stage: [features, exit logits], the last
+    [final logits]), write stage_K.tflite, model_int8.tflite and manifest.json (with `extra` keys) into the
+    group `out`; return the manifest. Operators no stage output needs (e.g. a SOFTMAX after the logits) are
+    left out."""
+    from tinyexit.importer import ancestors
+
+    tensor_bits = tensor_bits or {}
+    n_exits = len(boundaries) - 1
+    stage_graphs, stages = [], []
+    for k, (ins, outs) in enumerate(boundaries):
+        g = Graph(extract(graph, ins, outs), f"stage {k}")
+        stage_graphs.append(g)
+        outputs = [g.tensors[t].describe() for t in g.outputs]
+        for o, role in zip(outputs, ["features", "logits"] if k < n_exits else ["logits"]):
+            o["role"] = role
+        stages.append({"index": k, "file": f"stage_{k}.tflite", "sha256": g.sha256(),
+                       "inputs": [g.tensors[t].describe() for t in g.inputs], "outputs": outputs,
+                       "macs": g.total_macs(), "weight_bytes": stage_weight_bytes(g, tensor_bits), "exit": k})
+    check_cuts(stage_graphs)
+    needed = set().union(*(ancestors(graph, t) for _, outs in boundaries for t in outs))
+    if sum(len(g.ops) for g in stage_graphs) != len(needed):
+        raise TinyexitError(f"stages hold {sum(len(g.ops) for g in stage_graphs)} operators, the model {len(needed)}: "
+                            f"an operator is shared between stages (a connection crosses a cut)")
+    exits = []
+    for k, stage in enumerate(stages):
+        logits = stage["outputs"][-1]
+        final = k == n_exits
+        exits.append({"index": k, "stage": k, "output": len(stage["outputs"]) - 1, "final": final,
+                      "classes": int(np.prod(logits["shape"])), "logit_scale": logits["scale"],
+                      "policy": None if final else {"kind": "max_prob", "threshold": 2.0,
+                                                    "threshold_q15": policy.NEVER}})
+    stage_macs = [s["macs"] for s in stages]
+    # reaching exit k costs every stage up to k; the last early exit's head is skipped on the way on,
+    # so cumulative stage MACs is exactly what runs
+    manifest = {
+        "format": mf.FORMAT, "version": mf.VERSION, "task": task, "classes": classes,
+        "input": {**graph.tensors[graph.inputs[0]].describe(), "preprocessing": preprocessing},
+        "stages": stages, "exits": exits, "layers": layer_table(stage_graphs, tensor_bits),
+        "unsplit": {"file": "model_int8.tflite", "sha256": graph.sha256()},
+        "cost": {"macs_to_exit": np.cumsum(stage_macs).astype(int).tolist(), "macs_all_stages": int(sum(stage_macs)),
+                 "macs_no_exit": macs_no_exit},
+        **(extra or {}),
+    }
+    for k, g in enumerate(stage_graphs):
+        out.write_bytes(out_dir / f"stage_{k}.tflite", g.buf)
+    out.write_bytes(out_dir / "model_int8.tflite", graph.buf)
+    mf.write(out_dir, manifest, out)
+    return manifest

@@ -216,6 +216,7 @@ SCHEMA = Obj({
     "layers": List(Obj({"stage": COUNT, "op": Str(), "output": Any(str, "a string"), "macs": COUNT},
                        {"weight_dtype": Maybe(Str()), "weight_bits": Maybe(Int(choices=(8, 4, 2)))})),
     "unsplit": Obj({"file": Str(), "sha256": SHA256}),
+    "data": Str(),  # an imported export's data folder (tinyexit/data/arrays.py layout), inside the export
 })
 
 
@@ -237,6 +238,10 @@ def check_references(m: dict) -> None:
         f = PurePosixPath(s["file"])
         if f.is_absolute() or ".." in f.parts or "\\" in s["file"]:
             raise TinyexitError(f"stages[{i}].file must name a file inside the export folder, not {_show(s['file'])}")
+    if "data" in m:
+        f = PurePosixPath(m["data"])
+        if f.is_absolute() or ".." in f.parts or "\\" in m["data"]:
+            raise TinyexitError(f"data must name a folder inside the export folder, not {_show(m['data'])}")
     files = [s["file"] for s in stages]
     if len(set(files)) != len(files):
         raise TinyexitError("stages[].file must differ from stage to stage")

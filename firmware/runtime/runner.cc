@@ -50,21 +50,23 @@ void infer(InferResult* r, uint32_t* layer_cycles) {
     const StageInfo& stage = m.stages[k];
     const uint32_t start = platform::cycles_aligned();
     stage.run(layer_cycles ? layer_cycles + stage.first_layer : nullptr);
-    r->stage_cycles[k] = platform::cycles() - start;
-    r->stages_run = k + 1;
-    for (int32_t e = 0; e < m.num_exits; ++e) {
+    int32_t taken = -1, cls = 0, conf = 0;
+    for (int32_t e = 0; e < m.num_exits && taken < 0; ++e) {
       const ExitInfo& x = m.exits[e];
       if (x.stage != k) continue;
-      int32_t cls = 0;
-      const int32_t conf = exit_score_q15(x, &cls);
-      if (x.final || conf >= x.threshold_q15) {
-        r->exit_index = e;
-        r->predicted_class = cls;
-        r->confidence_q15 = conf;
-        r->output = x.logits;
-        r->output_size = x.classes;
-        return;
-      }
+      conf = exit_score_q15(x, &cls);
+      if (x.final || conf >= x.threshold_q15) taken = e;
+    }
+    r->stage_cycles[k] = platform::cycles() - start;  // the exit test is part of the stage's cost
+    r->stages_run = k + 1;
+    if (taken >= 0) {
+      const ExitInfo& x = m.exits[taken];
+      r->exit_index = taken;
+      r->predicted_class = cls;
+      r->confidence_q15 = conf;
+      r->output = x.logits;
+      r->output_size = x.classes;
+      return;
     }
   }
 }

@@ -79,3 +79,12 @@ def warn_if_uncalibrated(model_path) -> None:
         which = f"exit {never[0]} is" if len(never) == 1 else f"exits {', '.join(map(str, never))} are"
         print(f"tinyexit: warning: {path}: early {which} not calibrated and never taken: run "
               f"`tinyexit calibrate {path}` first", file=sys.stderr)
+
+
+def data_of(given: str | None, export, manifest: dict) -> str | None:
+    """--data, else the data folder an imported export carries (`tinyexit import --data`: manifest "data")."""
+    from pathlib import Path
+
+    if given is not None or "data" not in manifest:
+        return given
+    return str(Path(export) / manifest["data"])

@@ -54,14 +54,14 @@ def _board_and_cost_target(target, board_name):
 def data_for(args, manifest: dict):
     """(dataset, arrays): the task's dataset, or (None, (int8 inputs, labels)) from --inputs/--labels."""
     from tinyexit import inputs, pipeline
-    from tinyexit.commands import task_of
+    from tinyexit.commands import data_of, task_of
     from tinyexit.errors import TinyexitError
 
     task = task_of(manifest["task"], args.task)
     if args.inputs is None:
         if args.labels is not None:
             raise TinyexitError("--labels goes with --inputs")
-        return pipeline.load_data(task, args.data), None
+        return pipeline.load_data(task, data_of(args.data, args.export, manifest)), None
     if args.labels is None:
         raise TinyexitError("--inputs needs --labels (the right answers are what the thresholds are chosen on)")
     if args.data is not None:

@@ -23,7 +23,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from tinyexit import atomic, inputs, pipeline
     from tinyexit import manifest as mf
-    from tinyexit.commands import task_of
+    from tinyexit.commands import data_of, task_of
     from tinyexit.errors import TinyexitError
 
     manifest = mf.read(args.export)
@@ -37,7 +37,7 @@ def run(args) -> int:
         xs, y = inputs.load(args.inputs, args.labels, [manifest["input"]], manifest["exits"][-1]["classes"])
         m = pipeline.evaluate_arrays(Path(args.export), xs[0], y, args.backend)
     else:
-        ds = pipeline.load_data(task, args.data)
+        ds = pipeline.load_data(task, data_of(args.data, args.export, manifest))
         m = pipeline.evaluate(Path(args.export), getattr(ds, args.split or "test"), args.backend)
     for k, v in m.items():
         print(f"{k:>26}: {v}")

@@ -51,6 +51,10 @@ def load(task: str, path: str | None = None) -> Dataset:
         from tinyexit.data.vww import load_vww
 
         return load_vww(path)
+    if task == "custom":
+        from tinyexit.data.arrays import load_arrays
+
+        return load_arrays(path)
     from tinyexit.errors import TinyexitError
 
-    raise TinyexitError(f"unknown task '{task}' (known: har, kws, vww)")
+    raise TinyexitError(f"unknown task '{task}' (known: har, kws, vww, custom)")
