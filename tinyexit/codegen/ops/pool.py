@@ -69,14 +69,16 @@ class ReduceOp(Op):
         if len(axes) > self.max_axes:
             raise TinyexitError(f"{self.graph.source}: {self.op.op} '{out.name}' reduces {len(axes)} axes; TFLite "
                                 f"Micro reduces at most {self.max_axes}")
-        dims, slot = [1] * 5, 0  # slots alternate kept (even) and reduced (odd)
-        for axis, size in enumerate(inp.shape):
-            reduced = axis in axes
+        # slots alternate kept (even) and reduced (odd), filled from the innermost axis: a single run of
+        # reduced axes lands in d3, the kernel's tight inner loop
+        dims, slot = [1] * 5, 4
+        for axis in reversed(range(len(inp.shape))):
+            size, reduced = inp.shape[axis], axis in axes
             if size == 1:
                 continue
             if slot % 2 != reduced:
-                slot += 1
-            if slot > 4:
+                slot -= 1
+            if slot < 0:
                 raise TinyexitError(f"{self.graph.source}: {self.op.op} '{out.name}' reduces axes {axes} of shape "
                                     f"{inp.shape}: more than two separate runs of axes")
             dims[slot] *= size
