@@ -15,7 +15,7 @@ import numpy as np
 
 from tinyexit.codegen import fixed_point as fp
 from tinyexit.codegen.ops.base import Op, c_array, scale_of, zp_of
-from tinyexit.codegen.quantization import (activation_range, f32, multiply_by_quantized_multiplier,
+from tinyexit.codegen.quantization import (ACTIVATIONS, activation_range, f32, multiply_by_quantized_multiplier,
                                            quantize_multiplier, round_half_away)
 from tinyexit.errors import TinyexitError
 from tinyexit.tflite_graph import Tensor
@@ -72,6 +72,10 @@ class BinaryOp(Op):
             self.loops = broadcast_loops(*(self.t(i).shape for i in self.op.inputs[:2]), out.shape)
         except ValueError as err:
             raise TinyexitError(f"{self.graph.source}: {self.op.op} '{out.name}': {err}") from None
+        activation = getattr(self.op.options, "fusedActivationFunction", 0)
+        if activation not in ACTIVATIONS:
+            raise TinyexitError(f"{self.graph.source}: {self.op.op} '{out.name}' has a fused activation "
+                                f"({activation}) other than RELU, RELU6 and RELU_N1_TO_1")
 
     def broadcast(self) -> str:
         return "{" + ", ".join("{" + ", ".join(str(v) for v in row) + "}" for row in self.loops) + "}"
@@ -127,11 +131,15 @@ class AddOp(BinaryOp):
         shift_only = [(m, s) == (1 << 30, 0) for m, s in ((m1, s1), (m2, s2))]
         return any(shift_only) and (shift_only[0] or s1 < 0) and (shift_only[1] or s2 < 0) and so < 0
 
-    def params(self) -> str:
-        (m1, s1), (m2, s2), (mo, so) = (quantize_multiplier(r) for r in self.real_multipliers())
-        if max(s1, s2, so) > 0:  # TFLite Micro's QuantizeMultiplierSmallerThanOneExp refuses them
+    def check(self):
+        super().check()
+        if max(quantize_multiplier(r)[1] for r in self.real_multipliers()) > 0:
+            # TFLite Micro's QuantizeMultiplierSmallerThanOneExp refuses them too
             raise TinyexitError(f"{self.graph.source}: {self.op.op} '{self.t(self.outputs[0]).name}' needs a "
                                 f"rescale above 1; not supported")
+
+    def params(self) -> str:
+        (m1, s1), (m2, s2), (mo, so) = (quantize_multiplier(r) for r in self.real_multipliers())
         a, b = (self.t(i) for i in self.op.inputs[:2])
         lo, hi = self.activation()
         return (f"{self.LEFT_SHIFT}, {-zp_of(a)}, {m1}, {s1}, {-zp_of(b)}, {m2}, {s2}, "
