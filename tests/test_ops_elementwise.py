@@ -73,6 +73,20 @@ def test_unary_activation_on_every_input_value(kind, tmp_path):
         _run(keras.Model(inp, out), calibration, kind.split()[0], ALL_INT8[None], tmp_path, f"case{case}")
 
 
+def test_broadcast_loops_merge_dimensions():
+    """The binary kernels' loop nest (kernels_elementwise.h Broadcast): sizes, then each input's strides."""
+    from tinyexit.codegen.ops.elementwise import broadcast_loops
+
+    # squeeze-and-excite [1, H, W, C] x [1, 1, 1, C]: H * W rows of C, the second input's row repeated
+    assert broadcast_loops((1, 6, 5, 8), (1, 1, 1, 8), (1, 6, 5, 8)) == ([1, 1, 30, 8], [0, 0, 8, 1], [0, 0, 0, 1])
+    assert broadcast_loops((1, 4, 4, 3), (), (1, 4, 4, 3)) == ([1, 1, 1, 48], [0, 0, 0, 1], [0, 0, 0, 0])
+    assert broadcast_loops((1, 6, 5, 4), (6, 1, 1), (1, 6, 5, 4)) == ([1, 1, 6, 20], [0, 0, 20, 1], [0, 0, 1, 0])
+    # both sides broadcast, alternately
+    assert broadcast_loops((1, 5, 1), (4, 1, 3), (4, 5, 3)) == ([1, 4, 5, 3], [0, 0, 1, 0], [0, 3, 0, 1])
+    with pytest.raises(ValueError):
+        broadcast_loops((1, 3), (1, 4), (1, 4))
+
+
 def _binary_operands(pattern: str, inp, c: int, rng):
     """(a, b) from the model input: b broadcast against a as the pattern says, or a constant."""
     from keras import layers
