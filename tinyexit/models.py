@@ -177,10 +177,18 @@ def output_names(spec: ModelSpec) -> list[str]:
 
 
 def save(model, spec: ModelSpec, directory: str | Path) -> Path:
+    """model.keras + spec.json, renamed into place together (a failed save leaves the folder as it was)."""
+    import tempfile
+
+    from tinyexit import atomic
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    model.save(directory / "model.keras")
-    (directory / "spec.json").write_text(spec.to_json())
+    with tempfile.TemporaryDirectory(dir=directory, prefix=".saving.") as tmp:
+        model.save(Path(tmp) / "model.keras")  # Keras picks the format from the suffix: save, then copy
+        with atomic.outputs() as out:
+            out.write_bytes(directory / "model.keras", (Path(tmp) / "model.keras").read_bytes())
+            out.write_text(directory / "spec.json", spec.to_json())
     return directory
 
 

@@ -10,20 +10,6 @@ from tinyexit.errors import TinyexitError
 from tinyexit.policy import NEVER
 
 
-def load_inputs(inputs: str, labels: str | None) -> tuple[np.ndarray, np.ndarray | None]:
-    def read(path: str, what: str) -> np.ndarray:
-        try:
-            return np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as err:
-            raise TinyexitError(f"{path}: cannot read {what} as .npy ({err})") from None
-
-    x = read(inputs, "inputs")
-    y = read(labels, "labels") if labels else None
-    if y is not None and (y.ndim != 1 or len(y) != len(x)):
-        raise TinyexitError(f"{labels}: expected {len(x)} labels, got shape {y.shape}")
-    return x, y
-
-
 def check_inputs(x: np.ndarray, input_bytes: int) -> None:
     if x.dtype != np.int8:
         raise TinyexitError(f"inputs are {x.dtype}; the model takes int8 (quantize them first)")
