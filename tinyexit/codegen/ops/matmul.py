@@ -14,7 +14,8 @@ from tinyexit.errors import TinyexitError
 class TransposeConvOp(Op):
     """TRANSPOSE_CONV (Conv2DTranspose; Conv1DTranspose arrives between two RESHAPEs). Inputs: output shape,
     filter [out_c, kh, kw, in_c], input, optional bias. Portable kernel, and a DSP twin (one stride-1 CONV_2D
-    per output phase on the DSP GEMM) when the filter is at least as large as the stride."""
+    per output phase on the DSP GEMM) when the filter is at least as large as the stride. A fused activation
+    is ignored, as TFLite Micro's int8 kernel ignores it (the converter emits a separate RELU anyway)."""
 
     FILTER, INPUT, BIAS = 1, 2, 3
     dsp = False
