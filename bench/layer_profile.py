@@ -38,7 +38,7 @@ def main() -> None:
         per_mac = f"{count / layer['macs']:8.2f}" if layer["macs"] else ""
         print(f"{layer['stage']:>5} {layer['op']:<20} {layer['macs']:>10,} {count:>13,} {per_mac}")
     macs = sum(layer["macs"] for layer in fw.layers)
-    print(f"total {sum(r.layer_cycles):,} instructions, {macs:,} MACs ({sum(r.layer_cycles) / macs:.3f} per MAC); "
+    print(f"total {sum(r.layer_cycles):,} instructions, {macs:,} MACs ({sum(r.layer_cycles) / max(macs, 1):.3f} per MAC); "
           f"per stage {[int(c) for c in r.stage_cycles]}")
 
 

@@ -33,12 +33,6 @@ struct PoolParams {
   int32_t filter_h, filter_w, stride_h, stride_w, pad_h, pad_w, act_min, act_max;
 };
 
-struct MeanParams {  // over height and width
-  Shape4 input;
-  int32_t input_zero_point, output_zero_point;
-  int32_t multiplier, shift;  // input scale / output scale / element count
-};
-
 void conv_s8(const ConvParams& p, const int8_t* input, const int8_t* filter, const int32_t* bias, int8_t* output);
 void depthwise_conv_s8(const ConvParams& p, const int8_t* input, const int8_t* filter, const int32_t* bias,
                        int8_t* output);
@@ -46,7 +40,6 @@ void fully_connected_s8(const FullyConnectedParams& p, const int8_t* input, cons
                         const int32_t* bias, int8_t* output);
 void avg_pool_s8(const PoolParams& p, const int8_t* input, int8_t* output);
 void max_pool_s8(const PoolParams& p, const int8_t* input, int8_t* output);
-void mean_s8(const MeanParams& p, const int8_t* input, int8_t* output);
 
 // Sub-byte weights (kernels/<op>_packed_s8.cc): the int8 kernels above with filters of 4 or 2 bits per
 // value, packed in the int8 tensor's own order: value i sits in byte i / (8 / bits), at bit
