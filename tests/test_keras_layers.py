@@ -61,13 +61,14 @@ def _layers():
         "ZeroPadding2D": ((8, 8, 3), lambda x: layers.ZeroPadding2D(((1, 0), (2, 1)))(conv()(x))),
         "Cropping1D": ((16, 3), lambda x: layers.Cropping1D((2, 3))(layers.Conv1D(4, 1)(x))),
         "Cropping2D": ((8, 8, 3), lambda x: layers.Cropping2D(((1, 2), (0, 3)))(conv()(x))),
-        "UpSampling1D": ((8, 3), lambda x: layers.UpSampling1D(2)(layers.Conv1D(4, 1)(x))),
-        "UpSampling2D": ((6, 6, 3), lambda x: layers.UpSampling2D(2)(conv()(x))),
+        "UpSampling1D": ((8, 3), lambda x: layers.UpSampling1D(2)(x)),
+        "UpSampling2D": ((6, 6, 3), lambda x: layers.UpSampling2D(2)(x)),
     }
 
 
-# Keras 3 lowers UpSampling to TILE, which TFLite Micro does not run (the firmware does): LiteRT's reference
-# kernels (bit-exact with TFLite Micro on int8 models, DEVELOPERS.md) are the reference there
+# Keras 3 lowers UpSampling to TILE, which TFLite Micro does not run (the firmware does), nor do LiteRT's
+# reference kernels: LiteRT's default kernels are the reference there, on a model that only moves bytes (no
+# arithmetic, where they round differently from TFLite Micro)
 NOT_IN_TFLITE_MICRO = {"UpSampling1D", "UpSampling2D"}
 # converted without fixing the batch size: Flatten's shape arithmetic stays in the graph
 DYNAMIC_BATCH = {"Flatten_dynamic_batch": "Flatten"}
@@ -103,7 +104,7 @@ def _convert(name: str, tmp_path):
 @pytest.mark.parametrize("name", LAYERS)
 def test_keras_layer_builds_and_matches_tflite_micro(name, tmp_path):
     path, shape = _convert(name, tmp_path)
-    reference = StageInterpreter(path.read_bytes(), "litert-ref" if name in NOT_IN_TFLITE_MICRO else "tflm")
+    reference = StageInterpreter(path.read_bytes(), "litert" if name in NOT_IN_TFLITE_MICRO else "tflm")
     x = np.random.default_rng(1).integers(-128, 128, (5, *shape)).astype(np.int8)
     np.save(tmp_path / "x.npy", x)
     want = [reference(sample[None]) for sample in x]

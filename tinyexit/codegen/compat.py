@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from tinyexit.codegen import Model, Stage, layout, load
-from tinyexit.tflite_graph import Graph
+from tinyexit.tflite_graph import Graph, signature_outputs
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 
@@ -69,14 +69,17 @@ def _keras_model(path: Path):
     rng = np.random.default_rng(0)
     samples = [rng.normal(0, 1, (8, *i.shape[1:])).astype(np.float32) for i in model.inputs]
     buf = convert_int8(model, samples if len(samples) > 1 else samples[0])
-    return buf, [layer.name for layer in model.layers]
+    outputs = [t._keras_history[0].name for t in model.outputs]  # the layers the model's outputs come from
+    return buf, [layer.name for layer in model.layers], outputs
 
 
 def check(path: str | Path) -> Report:
     path = Path(path)
-    notes, layer_names = [], []
+    notes, layer_names, origin = [], [], {}
     if path.suffix in KERAS_SUFFIXES and path.is_file():
-        buf, layer_names = _keras_model(path)
+        buf, layer_names, output_layers = _keras_model(path)
+        # graph outputs are named after the signature, not the layer: the signature's order is Keras' order
+        origin = dict(zip(signature_outputs(Graph(buf)), output_layers))
         model = Model(path.stem, b"", [Stage(Graph(buf, str(path)), 0)], [], str(path))
         notes.append("a float Keras model: converted here with TF's int8 converter and random calibration data "
                      "to see its operators and costs; `tinyexit import` quantizes it with your data")
@@ -102,7 +105,7 @@ def check(path: str | Path) -> Report:
         for i, op in enumerate(g.ops):
             out = g.tensors[op.outputs[0]] if op.outputs else None
             row = {"stage": k, "op": op.op, "output": out.name if out else "", "macs": g.macs(op),
-                   "keras_layer": keras_origin(out.name, layer_names) if out else None}
+                   "keras_layer": origin.get(op.outputs[0]) or keras_origin(out.name, layer_names) if out else None}
             o = made.get((k, op.index))
             if op.outputs and op.outputs[0] in aliases:
                 row.update(status="supported", kernel="on the host (the firmware sends the int8 tensor)")
@@ -113,7 +116,7 @@ def check(path: str | Path) -> Report:
                            scratch_bytes=o.scratch_bytes)
             else:
                 hit = next((r for (s, _), r in by_position.items() if s == k and r["output"] == row["output"]), None)
-                reason = hit["reason"] if hit else "not supported"
+                reason = (hit["reason"] if hit else "not supported").split(" (supported: ")[0]
                 if " is float32" in reason:
                     reason = "float32 tensors: the firmware runs int8 (full-integer) models"
                 row.update(status="unsupported", reason=reason)
