@@ -1,6 +1,6 @@
-"""Operators that move bytes without arithmetic: RESHAPE, SQUEEZE, EXPAND_DIMS, STRIDED_SLICE, SLICE, TRANSPOSE,
-REVERSE_V2, TILE, SPLIT, SPLIT_V, UNPACK, PACK, CONCATENATION, PAD, PADV2, SPACE_TO_DEPTH, DEPTH_TO_SPACE and
-RESIZE_NEAREST_NEIGHBOR.
+"""Operators that move bytes without arithmetic: RESHAPE, SQUEEZE, EXPAND_DIMS, STRIDED_SLICE, SLICE,
+TRANSPOSE, REVERSE_V2, TILE, SPLIT, SPLIT_V, UNPACK, PACK, CONCATENATION, PAD, PADV2, SPACE_TO_DEPTH,
+DEPTH_TO_SPACE and RESIZE_NEAREST_NEIGHBOR.
 
 TFLite Micro copies int8 values as they are in all of them, whatever the input and output quantization, and
 so do these (its CONCATENATION alone refuses inputs quantized unlike its output, and so does this one). Each operator is planned here as
@@ -122,13 +122,11 @@ class MoveOp(Op):
     def copies(cls, graph: Graph, op: Operator) -> list[Copy]:
         """The op as strided copies, simplified; empty ones left out. Raises what the op does not support."""
         plan = [c.simplified() for c in cls.plan_copies(graph, op) if c.size > 0]
-        sizes = {t: graph.tensors[t].nbytes // np.dtype(NUMPY_TYPES[graph.tensors[t].dtype]).itemsize
-                 for t in op.outputs}
-        written = {t: sum(c.size for c in plan if c.target == t) for t in op.outputs}
         for t in op.outputs:  # every output element written once (PAD: the rest is filled)
-            if written[t] != sizes[t] and cls.fill_value(graph, op) is None:
+            written = sum(c.size for c in plan if c.target == t)
+            if written != int(np.prod(graph.tensors[t].shape)) and cls.fill_value(graph, op) is None:
                 raise TinyexitError(f"{graph.source}: {op.op} '{graph.tensors[t].name}' has shape "
-                                    f"{graph.tensors[t].shape}, but its parameters select {written[t]} elements")
+                                    f"{graph.tensors[t].shape}, but its parameters select {written} elements")
         return plan
 
     @classmethod
@@ -163,8 +161,6 @@ class MoveOp(Op):
         text = "".join(c_array("int8_t", f"{self.name}_const{t}", self.t(t).data) for t in self.constant_sources())
         for j, c in enumerate(self.plan):
             if not c.contiguous:
-                def braces(v):
-                    return "{" + ", ".join(map(str, v)) + "}"
                 text += (f"static const StridedCopyParams {self.name}_copy{j} = {{{len(c.count)}, {braces(c.count)}, "
                          f"{braces(c.in_stride)}, {braces(c.out_stride)}, {c.in_start}, {c.out_start}}};\n")
         return text
@@ -181,6 +177,10 @@ class MoveOp(Op):
             else:
                 lines.append(f"copy_strided_s8({self.name}_copy{j}, {src}, {dst});")
         return "\n  ".join(lines) or "// nothing to move"
+
+
+def braces(values) -> str:
+    return "{" + ", ".join(map(str, values)) + "}"
 
 
 def offset(pointer: str, elements: int) -> str:
