@@ -195,4 +195,4 @@ def import_model(model_path: str | Path, exit_names: list[str], out_dir: str | P
     if len(classes) != n_classes:
         raise TinyexitError(f"{len(classes)} class names given; the model has {n_classes} classes")
     return write_stages(graph, stage_boundaries(graph, final, exits), Path(out_dir), task, classes,
-                        preprocessing or {"kind": "imported", "source": model_path.name}, out, extra)
+                        preprocessing or {"kind": "arrays"}, out, extra)

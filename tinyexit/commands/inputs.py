@@ -44,9 +44,10 @@ def check_preprocessing(manifest_pre: dict, data_pre: dict) -> None:
 
 def from_split(args, manifest: dict, tensor: dict):
     from tinyexit import pipeline
+    from tinyexit.commands import data_of
     from tinyexit.reference import quantize_input
 
-    ds = pipeline.load_data(manifest["task"], args.data)
+    ds = pipeline.load_data(manifest["task"], data_of(args.data, args.model, manifest))
     check_preprocessing(manifest["input"].get("preprocessing") or {}, ds.preprocessing)
     split = getattr(ds, args.split)
     if args.limit:

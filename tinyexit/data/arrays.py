@@ -53,5 +53,5 @@ def load_arrays(path: str | Path | None, allow_int8: bool = False) -> Dataset:
         raise TinyexitError(f"{folder}: labels range over {labels.min()}..{labels.max()}; "
                             f"there are {len(classes)} classes")
     return Dataset("custom", classes, splits["train"] or empty, splits["val"], splits["test"] or empty,
-                   {"kind": "arrays", "path": str(folder)})
+                   {"kind": "arrays"})  # preprocessed by the user: what the model takes
 
