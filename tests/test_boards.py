@@ -182,6 +182,36 @@ def test_pio_run_qemu_m4_runs_the_har_model_bit_exact(har_model, har, tmp_path):
             assert np.array_equal(got, logits[exit_index]), f"exit {exit_index}"
 
 
+@needs_pio
+def test_pio_run_qemu_m4_without_a_model_builds_the_shipped_example(tmp_path):
+    """A PlatformIO user's first command in a fresh clone: no TINYEXIT_MODEL, so the example the repository
+    ships (examples/har-tiny, made by its make_example.py), bit-exact with TFLite Micro at both exits."""
+    from tinyexit import manifest as mf
+    from tinyexit.codegen import model_hash
+    from tinyexit.harness import firmware
+    from tinyexit.policy import NEVER
+    from tinyexit.reference import all_exit_logits
+
+    example = PROJECT_ROOT / "examples" / "har-tiny" / "export"
+    assert sum(p.stat().st_size for p in example.iterdir()) < 64_000  # a few kB of model, not a data set
+    env = pio_env(tmp_path, example)
+    del env["TINYEXIT_MODEL"]
+    proc = subprocess.run([PIO, "run", "-d", str(PROJECT_ROOT), "-e", "qemu-m4"], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "building the example model examples/har-tiny/export" in proc.stdout
+    m = mf.read(example)
+    x = np.random.default_rng(0).integers(-128, 128, (4, *m["input"]["shape"][1:]), dtype=np.int8)
+    logits = all_exit_logits(m, x)
+    with firmware("qemu-m4", tmp_path / "qemu-m4" / "firmware.elf") as dev:
+        info = dev.info()
+        assert (info["task"], info["stages"], info["exits"], info["port"]) == ("har", 2, 2, "qemu-mps2-an386")
+        assert info["sha256"] == model_hash(m).hex()
+        for exit_index, thresholds in ((0, {0: 0}), (1, {0: NEVER})):
+            dev.set_policy(thresholds)
+            assert np.array_equal(np.stack([dev.infer(v).output for v in x]), logits[exit_index]), f"exit {exit_index}"
+
+
 @pytest.fixture(scope="module")
 def pio_host_firmware(kws_model, tmp_path_factory):
     assert PIO is not None, "PlatformIO not installed: run ./setup.sh"

@@ -10,9 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tinyexit.errors import TinyexitError
-from tinyexit.paths import PROJECT_ROOT
+from tinyexit.paths import BOARDS_DIR
 
-BOARDS_DIR = PROJECT_ROOT / "boards"
 _REQUIRED = ("name", "core", "clock_hz", "flash_bytes", "ram_bytes", "active_current_a", "supply_v",
              "power_source", "pio_env")
 

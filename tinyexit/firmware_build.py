@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -11,9 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tinyexit.errors import TinyexitError
-from tinyexit.paths import PROJECT_ROOT
-
-FIRMWARE = PROJECT_ROOT / "firmware"
+from tinyexit.paths import FIRMWARE_DIR as FIRMWARE
 COMMON_FLAGS = ["-std=c++17", "-O2", "-Wall", "-Wextra", "-fno-exceptions", "-fno-rtti"]
 _MPS2_LINK = [f"-T{FIRMWARE / 'ports' / 'qemu_mps2' / 'mps2.ld'}", "-nostartfiles", "--specs=nano.specs",
               "--specs=nosys.specs", "-Wl,--gc-sections"]
@@ -109,7 +108,8 @@ def _plan(model_path: str | Path, target: str, gen_dir: Path, kernels: str):
         upload = [list(command) for command in load_board(spec["board"]).upload]
     plan = {"target": target, "board": spec.get("board"), "compiler": spec["compiler"], "flags": flags,
             "sources": [str(s) for s in runtime_sources(target)] + [str(generated.source)], "link": spec["link"],
-            "suffix": "" if target == "host" else ".elf", "upload": upload}
+            "suffix": "" if target == "host" else ".elf", "upload": upload, "firmware_dir": str(FIRMWARE),
+            "arena_bytes": generated.arena_bytes, "input_bytes": generated.input_bytes}
     return plan, generated
 
 
@@ -132,12 +132,19 @@ def build(model_path: str | Path, target: str, out_dir: str | Path, sanitize: bo
     if sanitize:
         flags += ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-g", "-O1"]
     compiler = shutil.which(plan["compiler"])
-    objects = _compile_runtime(compiler, flags, [Path(s) for s in plan["sources"][:-1]], out_dir)
-    cmd = [compiler, *flags, plan["sources"][-1], *map(str, objects), "-o", str(binary), *plan["link"]]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    (out_dir / "build.log").write_text(" ".join(cmd) + "\n" + proc.stderr)
-    if proc.returncode != 0:
-        _fail(target, proc.stderr, out_dir / "build.log")
+    objects = _compile_runtime(compiler, flags, [Path(s) for s in plan["sources"][:-1]], out_dir, target)
+    model_object = out_dir / "obj" / "model.o"
+    log = out_dir / "build.log"
+    compile_model = [compiler, *flags, "-c", plan["sources"][-1], "-o", str(model_object)]
+    link = [compiler, *flags, str(model_object), *map(str, objects), "-o", str(binary), *plan["link"]]
+    transcript = []
+    for step in (compile_model, link):
+        proc = subprocess.run(step, capture_output=True, text=True, env=_c_locale())
+        transcript.append(" ".join(step) + "\n" + proc.stderr)
+        log.write_text("\n".join(transcript))
+        if proc.returncode != 0:
+            raise TinyexitError(f"firmware build failed for {target}: "
+                                f"{failure_summary(proc.stderr, plan, model_object, log)}")
     return Build(target, binary, generated.arena_bytes, generated.input_bytes, generated.num_layers, generated.macs,
                  generated.layers, generated.input_sizes, generated.outputs)
 
@@ -145,9 +152,119 @@ def build(model_path: str | Path, target: str, out_dir: str | Path, sanitize: bo
 MODEL_DEFINES = ("-DTX_MAX_INPUT_BYTES=", "-DTX_MAX_OUTPUT_BYTES=", "-DTX_NUM_LAYERS=")
 
 
-def _fail(target: str, stderr: str, log: Path):
-    errors = [l for l in stderr.splitlines() if "error" in l] or stderr.splitlines() or ["?"]
-    raise TinyexitError(f"firmware build failed for {target}: {errors[0]} (log: {log})")
+def _c_locale() -> dict:
+    """The compiler's messages in plain ASCII quotes, whatever the user's locale (the error summary quotes them)."""
+    return {**os.environ, "LC_ALL": "C"}
+
+
+_OVERFLOW = re.compile(r"region [`'](\w+)' overflowed by (\d+) bytes")
+_DIAGNOSTIC = re.compile(r"^(?P<file>[^\s:][^:]*):(?P<line>\d+)(?::\d+)?: (?:fatal )?error: (?P<message>.*)$")
+
+
+def failure_summary(stderr: str, plan: dict | None = None, model_object: Path | None = None,
+                    log: Path | str | None = None) -> str:
+    """One sentence for a failed compile or link: which memory region overflowed and by how much, against the
+    linker script's memory map and the board's YAML, else the first compiler or linker error with its file."""
+    sentence, details = _failure(stderr, plan or {}, model_object)
+    details += [f"log: {log}"] if log else []
+    return sentence + (f" ({'; '.join(details)})" if details else "")
+
+
+def _failure(stderr: str, plan: dict, model_object: Path | None) -> tuple[str, list[str]]:
+    overflows = dict((m.group(1), int(m.group(2))) for m in _OVERFLOW.finditer(stderr))
+    if overflows:
+        parts = [_overflow(region, excess, plan, model_object) for region, excess in overflows.items()]
+        details = [d for _, part_details in parts for d in part_details]
+        return "the model needs " + " and ".join(p for p, _ in parts), list(dict.fromkeys(details))
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for line in lines:
+        match = _DIAGNOSTIC.match(line)
+        if match:
+            return f"{_short_path(match['file'])}:{match['line']}: error: {match['message']}", []
+    for line in lines:  # the linker's own errors (undefined references, ...) and compiler errors without a place
+        if ("error" in line or "undefined reference" in line) and not line.startswith("collect2:"):
+            tool, _, rest = line.partition(": ")
+            tool = os.path.basename(tool)
+            message = rest if tool in ("ld", "ld.bfd", "cc1plus") or tool.endswith("-ld") else line
+            return re.sub(r"(/[^\s:'`]+)", lambda m: _short_path(m.group(1)), message), []
+    return (lines[0] if lines else "the compiler failed without a message"), []
+
+
+def _short_path(path: str) -> str:
+    """A firmware source as `firmware/...`, a generated one by its file name."""
+    try:
+        return str(Path(path).resolve().relative_to(FIRMWARE.parent))
+    except ValueError:
+        return Path(path).name
+
+
+def memory_regions(linker_script: Path) -> dict[str, tuple[str, int]]:
+    """The MEMORY block of a GNU ld script: region name -> (attributes, length in bytes)."""
+    text = re.sub(r"/\*.*?\*/", "", Path(linker_script).read_text(), flags=re.S)
+    block = re.search(r"MEMORY\s*\{(.*?)\}", text, re.S)
+    regions = {}
+    for name, attributes, length in re.findall(r"(\w+)\s*\((\w*)\)\s*:\s*ORIGIN\s*=\s*[^,]+,\s*LENGTH\s*=\s*([^\n]+)",
+                                               block.group(1) if block else ""):
+        try:
+            regions[name] = (attributes, _ld_number(length))
+        except ValueError:
+            continue
+    return regions
+
+
+def _ld_number(expression: str) -> int:
+    """ld's constant expressions as linker scripts write lengths: 4M, 512K, 0x1000, a - b."""
+    total, sign = 0, 1
+    for token in re.findall(r"0[xX][0-9a-fA-F]+|\d+[KkMm]?|[-+]|\S", expression.strip().rstrip(";")):
+        if token in "+-":
+            sign = -1 if token == "-" else 1
+            continue
+        if re.fullmatch(r"0[xX][0-9a-fA-F]+", token):
+            value = int(token, 16)
+        elif re.fullmatch(r"\d+[KkMm]?", token):
+            value = int(token.rstrip("KkMm")) * {"k": 1 << 10, "m": 1 << 20}.get(token[-1].lower(), 1)
+        else:
+            raise ValueError(f"not a constant: {expression}")
+        total += sign * value
+    return total
+
+
+def _size_words(n: int) -> str:
+    return f"{n >> 20} MB" if n and n % (1 << 20) == 0 else f"{n >> 10} kB" if n and n % 1024 == 0 else f"{n:,} bytes"
+
+
+def _overflow(region: str, excess: int, plan: dict, model_object: Path | None):
+    """("N bytes more RAM than the 4 MB region 'RAM' holds", [what the board has, what the model takes])"""
+    scripts = [Path(flag[2:]) for flag in plan.get("link", []) if flag.startswith("-T")]
+    attributes, length = memory_regions(scripts[0]).get(region, ("", 0)) if scripts and scripts[0].is_file() else ("", 0)
+    is_ram = "w" in attributes.lower() or (not attributes and "RAM" in region.upper())
+    kind = "RAM" if is_ram else "flash"
+    sentence = f"{excess:,} bytes more {kind} than the {_size_words(length) + ' ' if length else ''}region '{region}' holds"
+    details = []
+    board = plan.get("board")
+    if board:
+        from tinyexit.boards import BOARDS_DIR, load
+
+        total = load(board).ram_bytes if is_ram else load(board).flash_bytes
+        has = f"{board} has {total:,} bytes of {kind} in {BOARDS_DIR.name}/{board}.yaml"
+        details.append(has if total == length or not length else f"{has}, of which its port links {length:,} into '{region}'")
+    if "arena_bytes" in plan and is_ram:
+        details.append(f"arena {plan['arena_bytes']:,} bytes, input buffer {plan['input_bytes']:,} bytes")
+    elif not is_ram:
+        constants = _constant_bytes(model_object, plan.get("compiler", ""))
+        if constants:
+            details.append(f"the model's weights and constants {constants:,} bytes")
+    return sentence, details
+
+
+def _constant_bytes(model_object: Path | None, compiler: str) -> int:
+    """Bytes of read-only data (weights, parameters) in the compiled model, by the toolchain's `size`."""
+    size_tool = shutil.which(compiler.replace("g++", "size")) if compiler.endswith("g++") else None
+    if model_object is None or not model_object.is_file() or size_tool is None:
+        return 0
+    proc = subprocess.run([size_tool, "-A", str(model_object)], capture_output=True, text=True)
+    rows = [line.split() for line in proc.stdout.splitlines()]
+    return sum(int(row[1]) for row in rows if len(row) >= 2 and row[0].startswith((".rodata", ".data")) and row[1].isdigit())
 
 
 def _headers_digest() -> bytes:
@@ -159,7 +276,8 @@ def _headers_digest() -> bytes:
     return h.digest()
 
 
-def _compile_runtime(compiler: str, flags: list[str], sources: list[Path], out_dir: Path) -> list[Path]:
+def _compile_runtime(compiler: str, flags: list[str], sources: list[Path], out_dir: Path,
+                     target: str = "the runtime") -> list[Path]:
     """Object files of the runtime and port sources. Sources that do not read the model's defines (all but
     the protocol's buffers) are compiled once per compiler, flags and content and kept in the cache
     (`$TINYEXIT_CACHE/objects`): a test suite building hundreds of one-layer models compiles the kernels once."""
@@ -187,7 +305,8 @@ def _compile_runtime(compiler: str, flags: list[str], sources: list[Path], out_d
         if obj.is_file() and obj.parent == cache:
             return None
         tmp = obj.with_name(f"{obj.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        proc = subprocess.run([compiler, *job_flags, "-c", str(source), "-o", str(tmp)], capture_output=True, text=True)
+        proc = subprocess.run([compiler, *job_flags, "-c", str(source), "-o", str(tmp)], capture_output=True, text=True,
+                              env=_c_locale())
         if proc.returncode != 0:
             tmp.unlink(missing_ok=True)
             return f"{compiler} {' '.join(job_flags)} -c {source}\n{proc.stderr}"
@@ -199,7 +318,7 @@ def _compile_runtime(compiler: str, flags: list[str], sources: list[Path], out_d
     if failures:
         log = out_dir / "build.log"
         log.write_text("\n".join(failures))
-        _fail("the runtime", "\n".join(failures), log)
+        raise TinyexitError(f"firmware build failed for {target}: {failure_summary(chr(10).join(failures), log=log)}")
     return [obj for _, obj, _ in jobs]
 
 
@@ -211,17 +330,26 @@ def build_plan(model_path: str | Path, target: str, gen_dir: str | Path, kernels
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m tinyexit.firmware_build --print-build TARGET --model MODEL --gen-dir DIR`: the build plan
-    as JSON on stdout (what pio/platform-tinyexit compiles)."""
+    as JSON on stdout (what pio/platform-tinyexit compiles). `--explain-failure LOG --plan PLAN.json`: the
+    one-sentence summary of a failed compile or link whose compiler output is in LOG."""
     import argparse
     import json
     import sys
 
     p = argparse.ArgumentParser(prog="python -m tinyexit.firmware_build")
-    p.add_argument("--print-build", metavar="TARGET", required=True)
-    p.add_argument("--model", required=True)
-    p.add_argument("--gen-dir", required=True)
+    p.add_argument("--print-build", metavar="TARGET")
+    p.add_argument("--model")
+    p.add_argument("--gen-dir")
     p.add_argument("--kernels", default="auto")
+    p.add_argument("--explain-failure", metavar="LOG")
+    p.add_argument("--plan", metavar="PLAN_JSON")
     args = p.parse_args(argv)
+    if args.explain_failure:
+        plan = json.loads(Path(args.plan).read_text()) if args.plan else {}
+        print(failure_summary(Path(args.explain_failure).read_text(errors="replace"), plan, log=args.explain_failure))
+        return 0
+    if not (args.print_build and args.model and args.gen_dir):
+        p.error("--print-build TARGET --model MODEL --gen-dir DIR, or --explain-failure LOG")
     try:
         plan = build_plan(args.model, args.print_build, args.gen_dir, args.kernels)
     except TinyexitError as err:

@@ -20,7 +20,7 @@ def run(args) -> int:
     from tinyexit import boards
     from tinyexit.commands import warn_if_uncalibrated
     from tinyexit.errors import TinyexitError
-    from tinyexit.paths import PROJECT_ROOT
+    from tinyexit.paths import pio_project
 
     board = boards.load(args.board)
     model = Path(args.model)
@@ -33,7 +33,8 @@ def run(args) -> int:
                             "pio/bootstrap.py for offline builds)")
     env = dict(os.environ, TINYEXIT_MODEL=str(model.resolve()), PLATFORMIO_DISABLE_UPGRADE_CHECK="true",
                PLATFORMIO_SETTING_ENABLE_TELEMETRY="No")
-    cmd = [pio, "run", "-d", str(PROJECT_ROOT), "-e", board.pio_env]
+    # PlatformIO runs in the user's folder: its platformio.ini, or one written there naming the kit's platform
+    cmd = [pio, "run", "-d", str(pio_project(Path.cwd())), "-e", board.pio_env]
     if not args.build_only:
         cmd += ["-t", "upload"]
         if args.port:

@@ -1,7 +1,8 @@
 """PlatformIO builder for tinyexit: asks tinyexit.firmware_build for the target's compiler, flags and
 sources (the one list every build uses) after generating the model into the build folder, then compiles
 and links with SCons. Project options: custom_tinyexit_target (a key of firmware_build.TARGETS; default: the env's name),
-custom_tinyexit_model (export folder or .tflite; default $TINYEXIT_MODEL) and custom_tinyexit_python."""
+custom_tinyexit_model (export folder or .tflite; default $TINYEXIT_MODEL, else custom_tinyexit_default_model, the
+example the repository ships) and custom_tinyexit_python (the Python that has tinyexit; default PlatformIO's)."""
 
 import json
 import os
@@ -28,6 +29,9 @@ def option(name, default=""):
 
 target = option("custom_tinyexit_target", env["PIOENV"])
 model = option("custom_tinyexit_model") or os.environ.get("TINYEXIT_MODEL", "")
+if not model and option("custom_tinyexit_default_model"):
+    model = option("custom_tinyexit_default_model")
+    print(f"tinyexit: no TINYEXIT_MODEL given: building the example model {model}")
 if not model:
     fail("which model? set TINYEXIT_MODEL=MODEL (export folder or .tflite) or custom_tinyexit_model "
          "(`tinyexit flash --board NAME MODEL` does it for you)")
@@ -57,12 +61,40 @@ env.Replace(CC=compiler, CXX=compiler, LINK=compiler, AS=compiler, CCFLAGS=[], C
             PROGNAME="firmware", PROGSUFFIX=plan["suffix"],
             OBJCOPY=compiler.replace("g++", "objcopy"))
 
-objects = []
-for source in plan["sources"]:
-    relative = os.path.relpath(source, project_dir)
-    name = relative if not relative.startswith("..") else os.path.basename(source)
-    objects.append(env.Object(os.path.join(build_dir, "obj", name + ".o"), source))
-program = env.Program(os.path.join(build_dir, "firmware" + plan["suffix"]), objects)
+
+
+def object_name(source):
+    """The source's path below the build folder (the generated model) or the kit's firmware folder, which
+    may be a checkout's or an installed wheel's: kernels/x.cc and kernels/dsp/x.cc stay apart."""
+    for base, prefix in ((build_dir, ""), (plan.get("firmware_dir", project_dir), "firmware")):
+        relative = os.path.relpath(source, base)
+        if not relative.startswith(".."):
+            return os.path.join(prefix, relative)
+    return os.path.basename(source)
+
+
+def link_and_explain(sh, escape, cmd, args, spawn_env):  # pylint: disable=unused-argument
+    """SCons's spawn for the link, keeping its output; a failed link also gets one `tinyexit: error:` line
+    (which memory region overflowed and by how much), as `tinyexit build` says it."""
+    proc = subprocess.run([sh, "-c", " ".join(args)], env={**spawn_env, "LC_ALL": "C"}, capture_output=True,
+                          text=True)
+    sys.stdout.write(proc.stdout)
+    sys.stderr.write(proc.stderr)
+    if proc.returncode != 0:
+        log, plan_file = os.path.join(build_dir, "link.log"), os.path.join(build_dir, "plan.json")
+        with open(log, "w") as f:
+            f.write(" ".join(args) + "\n" + proc.stderr)
+        with open(plan_file, "w") as f:
+            json.dump(plan, f)
+        explained = subprocess.run([python, "-m", "tinyexit.firmware_build", "--explain-failure", log, "--plan",
+                                    plan_file], cwd=project_dir, env=child_env, capture_output=True, text=True)
+        if explained.returncode == 0 and explained.stdout.strip():
+            sys.stderr.write(f"tinyexit: error: firmware build failed for {target}: {explained.stdout.strip()}\n")
+    return proc.returncode
+
+
+objects = [env.Object(os.path.join(build_dir, "obj", object_name(source) + ".o"), source) for source in plan["sources"]]
+program = env.Program(os.path.join(build_dir, "firmware" + plan["suffix"]), objects, SPAWN=link_and_explain)
 Default(program)
 
 # Upload: the board's commands from boards/<name>.yaml ({elf}, {bin}, {port} filled in here).
