@@ -137,14 +137,6 @@ def check_cuts(stage_graphs: list[Graph]) -> None:
                                 f"{ {k_: out[k_] for k_ in keys} } vs { {k_: inp[k_] for k_ in keys} }")
 
 
-def check_partition(graph: Graph, stage_graphs: list[Graph]) -> None:
-    """The stages together must run exactly the operators of the unsplit model, each once."""
-    total = sum(len(g.ops) for g in stage_graphs)
-    if total != len(graph.ops) or sum(g.total_macs() for g in stage_graphs) != graph.total_macs():
-        raise TinyexitError(f"stages hold {total} operators, the unsplit model {len(graph.ops)}: "
-                            f"an operator is shared between stages (the cut is not clean)")
-
-
 def layer_table(stage_graphs: list[Graph], tensor_bits: dict[str, int] | None = None) -> list[dict]:
     """tensor_bits: weight tensor name -> width for filters narrowed to sub-byte grids (others: their dtype's)."""
     rows = []
@@ -193,48 +185,9 @@ def export(model, spec: ModelSpec, representative: np.ndarray, out_dir: str | Pa
         tensor_bits = weight_tensor_bits(Graph(unsplit, "converted model"), narrow)
         unsplit = narrow_weights(unsplit, tensor_bits, int4_tensors)
     graph = Graph(unsplit, "converted model")
-    files = {"model_int8.tflite": unsplit}  # written with the manifest at the end, all or nothing
-
-    stage_graphs = []
-    stages = []
-    for k, (ins, outs) in enumerate(stage_boundaries(graph, n_exits)):
-        g = Graph(extract(graph, ins, outs), f"stage {k}")
-        stage_graphs.append(g)
-        name = f"stage_{k}.tflite"
-        files[name] = g.buf
-        outputs = [g.tensors[t].describe() for t in g.outputs]
-        for o, role in zip(outputs, ["features", "logits"] if k < n_exits else ["logits"]):
-            o["role"] = role
-        stages.append({"index": k, "file": name, "sha256": g.sha256(),
-                       "inputs": [g.tensors[t].describe() for t in g.inputs], "outputs": outputs,
-                       "macs": g.total_macs(), "weight_bytes": stage_weight_bytes(g, tensor_bits), "exit": k})
-    check_cuts(stage_graphs)
-    check_partition(graph, stage_graphs)
-
-    exits = []
-    for k, stage in enumerate(stages):
-        logits = stage["outputs"][-1]
-        final = k == n_exits
-        exits.append({"index": k, "stage": k, "output": len(stage["outputs"]) - 1, "final": final,
-                      "classes": int(logits["shape"][-1]), "logit_scale": logits["scale"],
-                      "policy": None if final else {"kind": "max_prob", "threshold": 2.0,
-                                                    "threshold_q15": policy.NEVER}})
-    stage_macs = [s["macs"] for s in stages]
-    # reaching exit k costs every stage up to k; the last early exit's head is skipped on the way on,
-    # so cumulative stage MACs is exactly what runs
-    manifest = {
-        "format": mf.FORMAT, "version": mf.VERSION, "task": spec.task, "classes": spec.classes,
-        "input": {**graph.tensors[graph.inputs[0]].describe(), "preprocessing": spec.preprocessing},
-        "stages": stages, "exits": exits, "layers": layer_table(stage_graphs, tensor_bits),
-        "unsplit": {"file": "model_int8.tflite", "sha256": graph.sha256()},
-        "cost": {"macs_to_exit": np.cumsum(stage_macs).astype(int).tolist(), "macs_all_stages": int(sum(stage_macs)),
-                 "macs_no_exit": macs_no_exit},
-    }
-    with atomic.outputs() as outputs:
-        for name, data in files.items():
-            outputs.write_bytes(out_dir / name, data)
-        mf.write(out_dir, manifest, outputs)
-    return manifest
+    with atomic.outputs() as outputs:  # all files or none
+        return write_stages(graph, stage_boundaries(graph, n_exits), out_dir, spec.task, spec.classes,
+                            spec.preprocessing, outputs, tensor_bits=tensor_bits, macs_no_exit=macs_no_exit)
 
 
 def macs_of(model) -> int:

@@ -47,12 +47,12 @@ def export(model, spec, ds: Dataset, out_dir: Path, seed: int = 0, macs_no_exit:
     """int8 stages + manifest; `macs_no_exit` defaults to the network without exits: the spec's backbone
     built bare, or for a retrofit the pretrained path to the final output. `weight_bits`: per-layer widths of
     a fake-quantized model (tinyexit/qat.py)."""
-    from tinyexit.export import export as write_stages, macs_of
+    from tinyexit.export import export as export_stages, macs_of
 
     representative = ds.train.subset(REPRESENTATIVE_SAMPLES, seed).x
     if macs_no_exit is None:
         macs_no_exit = macs_of(bare_model(model, spec))
-    return write_stages(model, spec, representative, out_dir, macs_no_exit=macs_no_exit, weight_bits=weight_bits,
+    return export_stages(model, spec, representative, out_dir, macs_no_exit=macs_no_exit, weight_bits=weight_bits,
                         int4_tensors=int4_tensors)
 
 
