@@ -75,6 +75,7 @@ class Build:
     layers: list
     input_sizes: list = field(default_factory=list)  # bytes of each model input
     outputs: list = field(default_factory=list)      # the last stage's outputs (codegen.describe_outputs)
+    memory: dict = field(default_factory=dict)       # the memory report, also written to build.json
 
 
 def runtime_sources(target: str) -> list[Path]:
@@ -145,8 +146,72 @@ def build(model_path: str | Path, target: str, out_dir: str | Path, sanitize: bo
         if proc.returncode != 0:
             raise TinyexitError(f"firmware build failed for {target}: "
                                 f"{failure_summary(proc.stderr, plan, model_object, log)}")
+    memory = memory_report(binary, compiler, generated.arena_bytes, generated.layers, target, kernels)
+    write_memory_report(out_dir / "build.json", memory)
     return Build(target, binary, generated.arena_bytes, generated.input_bytes, generated.num_layers, generated.macs,
-                 generated.layers, generated.input_sizes, generated.outputs)
+                 generated.layers, generated.input_sizes, generated.outputs, memory)
+
+
+STACK_NOTE = "stack_bytes: the target's measured high-water mark; null until `tinyexit sim` has run inferences"
+
+
+def section_sizes(binary: Path, compiler: str) -> dict[str, int]:
+    """Allocated section sizes of a linked binary by the toolchain's `size -A` (host: `size`)."""
+    size_tool = shutil.which(compiler.replace("g++", "size")) if compiler.endswith("g++") else None
+    size_tool = size_tool or shutil.which("size")
+    if size_tool is None or not binary.is_file():
+        return {}
+    proc = subprocess.run([size_tool, "-A", str(binary)], capture_output=True, text=True, env=_c_locale())
+    rows = [line.split() for line in proc.stdout.splitlines()]
+    return {row[0]: int(row[1]) for row in rows if len(row) >= 3 and row[0].startswith(".") and row[1].isdigit()}
+
+
+def memory_report(binary: Path, compiler: str, arena_bytes: int, layers: list[dict], target: str = "",
+                  kernels: str = "auto", stack_bytes: int | None = None) -> dict:
+    """What a build takes: flash (text + rodata + data), weights as stored and as plain int8, the static
+    activation arena, RAM (data + bss + the stack: measured, else the reserved size)."""
+    sections = section_sizes(binary, compiler)
+    code = ("text", "rodata", "vectors", "init_array", "fini_array", "ARM.exidx", "ARM.extab", "eh_frame", "gcc_except")
+    text = sum(n for name, n in sections.items() if name.lstrip(".").startswith(code) and not name.startswith(".eh_frame_hdr"))
+    data = sum(n for name, n in sections.items() if name.startswith((".data", ".tdata")))
+    bss = sum(n for name, n in sections.items() if name.startswith((".bss", ".tbss")))
+    stack_reserved = sections.get(".stack", 0)
+    report = {"target": target, "kernels": kernels, "binary": binary.name,
+              "arena_bytes": int(arena_bytes),
+              "stack_bytes": stack_bytes, "stack_reserved_bytes": stack_reserved,
+              "flash_bytes": text + data, "text_bytes": text, "data_bytes": data, "bss_bytes": bss,
+              "weight_flash_bytes": sum(int(layer.get("weight_bytes", 0)) for layer in layers),
+              "int8_weight_bytes": sum(int(layer.get("int8_weight_bytes", layer.get("weight_bytes", 0)))
+                                       for layer in layers)}
+    return with_stack(report, stack_bytes)
+
+
+def with_stack(report: dict, stack_bytes: int | None) -> dict:
+    """The report with a stack figure (a measured high-water mark, or None: unknown) and RAM from it."""
+    report = dict(report)
+    report["stack_bytes"] = stack_bytes if stack_bytes else None
+    stack = report["stack_bytes"] if report["stack_bytes"] else report.get("stack_reserved_bytes", 0)
+    report["ram_bytes"] = report["data_bytes"] + report["bss_bytes"] + stack
+    if report["stack_bytes"]:
+        report.pop("note", None)
+    else:
+        report["note"] = STACK_NOTE + ("; ram_bytes counts the reserved stack" if report.get("stack_reserved_bytes")
+                                       else "; the host's stack is not counted")
+    return report
+
+
+def write_memory_report(path: Path, report: dict) -> None:
+    import json
+
+    path.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def memory_summary(report: dict) -> str:
+    """One line: arena, stack, RAM, flash, weights (as stored and as plain int8)."""
+    stack = f"{report['stack_bytes']:,}" if report.get("stack_bytes") else "?"
+    return (f"memory: arena {report['arena_bytes']:,} B, stack {stack} B, RAM {report['ram_bytes']:,} B, "
+            f"flash {report['flash_bytes']:,} B (weights {report['weight_flash_bytes']:,} B; "
+            f"as int8 {report['int8_weight_bytes']:,} B)")
 
 
 MODEL_DEFINES = ("-DTX_MAX_INPUT_BYTES=", "-DTX_MAX_OUTPUT_BYTES=", "-DTX_NUM_LAYERS=")

@@ -102,10 +102,12 @@ class Device:
         stages, exits, arena, input_size, layers, macs = struct.unpack("<BBIIHQ", b[49:69])
         n_inputs = b[101]
         input_sizes = list(struct.unpack(f"<{n_inputs}I", b[102:102 + 4 * n_inputs]))
+        end = 103 + 4 * n_inputs
+        stack_used = struct.unpack("<I", b[end:end + 4])[0] if len(b) >= end + 4 else 0  # 0: not measured
         return {"version": version, "task": task, "sha256": sha, "stages": stages, "exits": exits,
                 "arena_bytes": arena, "input_bytes": input_size, "layers": layers, "macs": macs,
                 "port": b[69:85].rstrip(b"\0").decode(), "cycle_unit": b[85:101].rstrip(b"\0").decode(),
-                "input_sizes": input_sizes, "outputs": b[102 + 4 * n_inputs]}
+                "input_sizes": input_sizes, "outputs": b[102 + 4 * n_inputs], "stack_used": stack_used}
 
     def infer(self, x: np.ndarray | list[np.ndarray], with_output: bool = True, profile: bool = False,
               all_outputs: bool = False) -> Inference:

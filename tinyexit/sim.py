@@ -95,6 +95,17 @@ def add_energy(summary: dict, board) -> None:
         summary["energy_uj_no_exit"] = board.energy_uj(summary["instructions_no_exit"])
 
 
+def add_memory(summary: dict, fw, build_dir: Path, stack_bytes: int | None) -> None:
+    """The build's memory report with the measured stack, in the summary and back into build.json."""
+    from tinyexit.firmware_build import with_stack, write_memory_report
+
+    if fw.memory:
+        memory = with_stack(fw.memory, stack_bytes)
+        write_memory_report(Path(build_dir) / "build.json", memory)
+        summary["memory"] = memory
+    summary["stack_bytes"] = stack_bytes
+
+
 def simulate(model: str | Path, target: str, x: np.ndarray | list[np.ndarray], y: np.ndarray | None,
              build_dir: Path, progress: bool = True, board=None) -> tuple[dict, dict]:
     """Build the firmware for target, run the inputs through it (run_samples, every output of a one-stage
@@ -110,6 +121,8 @@ def simulate(model: str | Path, target: str, x: np.ndarray | list[np.ndarray], y
         check_inputs(a, size)
     with firmware(target, fw.binary) as dev:
         result, summary = run_samples(dev, x, y, target, progress, outputs=fw.outputs)
+        stack = dev.info().get("stack_used") or None  # the high-water mark after the inferences; 0: unknown
+    add_memory(summary, fw, build_dir, stack)
     add_energy(summary, board)
     return result, summary
 
@@ -122,6 +135,11 @@ def table(s: dict) -> str:
             ("MACs per inference (all stages)", f"{s['macs_per_inference']:,}"),
             (f"{s['cycle_unit']} per MAC (no exit)", f"{s['instructions_per_mac']:.2f}" if s["instructions_per_mac"] else "-"),
             ("peak activation bytes", f"{s['peak_activation_bytes']:,}")]
+    if "stack_bytes" in s:
+        rows.append(("stack high-water mark", f"{s['stack_bytes']:,} bytes" if s["stack_bytes"] else "not measured"))
+    if s.get("memory"):
+        m = s["memory"]
+        rows.append(("RAM / flash (weights)", f"{m['ram_bytes']:,} / {m['flash_bytes']:,} ({m['weight_flash_bytes']:,}) bytes"))
     if s.get("energy_uj") is not None:
         rows.append((f"energy per inference ({s['board']}, proxy)", f"{s['energy_uj']:,.2f} uJ"))
     width = max(len(k) for k, _ in rows)

@@ -3,6 +3,9 @@
 #include "tinyexit/platform.h"
 #include "tinyexit/runtime.h"
 
+// A port that paints its stack at start-up defines this (qemu_mps2/startup.cc); elsewhere: 0, unknown.
+extern "C" __attribute__((weak)) uint32_t tx_stack_used_bytes() { return 0; }
+
 namespace tx::protocol {
 namespace {
 
@@ -73,6 +76,7 @@ void reply_info() {
   w.u8(m.num_inputs);
   for (int32_t i = 0; i < m.num_inputs; ++i) w.u32(m.inputs[i].size);
   w.u8(m.stages[m.num_stages - 1].num_outputs);
+  w.u32(tx_stack_used_bytes());
   send(kInfo | kReplyBit, tx_buf, w.p - tx_buf);
 }
 

@@ -18,7 +18,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from tinyexit import atomic
     from tinyexit.commands import warn_if_uncalibrated
-    from tinyexit.firmware_build import build
+    from tinyexit.firmware_build import build, memory_summary
 
     out = Path(args.out or f"out/build/{args.target}")
     atomic.check_writable(out, "--out", folder=True)
@@ -27,4 +27,5 @@ def run(args) -> int:
     print(f"built {b.binary}")
     print(f"  generated model: {out / 'model.cc'} ({b.num_layers} layers, {b.macs:,} MACs)")
     print(f"  activation arena (static plan, peak): {b.arena_bytes:,} bytes; input {b.input_bytes:,} bytes")
+    print(f"  {memory_summary(b.memory)} -> {out / 'build.json'}")
     return 0

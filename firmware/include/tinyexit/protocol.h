@@ -8,7 +8,8 @@
 // Requests and replies (all integers little endian):
 //   INFO (0x01)       -> version u8, task char[16], model sha256[32], stages u8, exits u8, arena u32,
 //                        input size u32, layers u16, MACs u64, port char[16], cycle unit char[16],
-//                        inputs u8, input size u32 x inputs, outputs of the last stage u8
+//                        inputs u8, input size u32 x inputs, outputs of the last stage u8,
+//                        stack used u32 (high-water mark in bytes since reset; 0: the port does not measure it)
 //   INFER (0x02)      flags u8 (bit 0: return the exit's logits; bit 1: every output of the last stage run),
 //                     input bytes (every input, one after the other)
 //                     -> exit u8, class u8, confidence_q15 u16, stages run u8, cycles u32 x stages run,

@@ -32,6 +32,11 @@ class Op:
     scratch = "nullptr"
     bits = 8  # weight width: 4 and 2 are emitted packed (SUBBYTE_RANGES)
     dtypes = ("int8",)  # what its activation tensors may be
+    # memory planning: in_place_ok: the kernel writes output element i only after reading input element i
+    # (same size), so the output may share its first activation's buffer; alias: the output IS its input's
+    # bytes (a reshape): the planner gives both one buffer and the op emits no code
+    in_place_ok = False
+    alias = False
 
     def __init__(self, graph: Graph, op: Operator, name: str, weight_bits: int | None = None):
         self.graph, self.op, self.name = graph, op, name
@@ -58,13 +63,24 @@ class Op:
     def weight_bytes(self) -> int:
         return sum(self.t(i).data.nbytes for i in self.op.inputs if i >= 0 and self.t(i).is_constant)
 
+    def int8_weight_bytes(self) -> int:
+        """The constant tensors as plain int8 (weights) and int32 (biases, other 32-bit constants) would take."""
+        total = 0
+        for i in self.op.inputs:
+            if i >= 0 and self.t(i).is_constant:
+                t = self.t(i)
+                wide = t.dtype in ("int32", "int64", "float32")
+                total += int(np.prod(t.shape)) * (t.data.itemsize if wide else 1)
+        return total
+
     def activation_bytes(self) -> int:
         return sum(self.t(i).nbytes for i in self.activations + self.outputs)
 
     def report(self) -> dict:
         """The op's cost figures (TinyEngine style), for build reports."""
         return {"op": self.op.op, "output": self.t(self.outputs[0]).name, "macs": self.macs,
-                "weight_bytes": self.weight_bytes(), "activation_bytes": self.activation_bytes(),
+                "weight_bytes": self.weight_bytes(), "int8_weight_bytes": self.int8_weight_bytes(),
+                "activation_bytes": self.activation_bytes(),
                 "scratch_bytes": self.scratch_bytes}
 
     def definitions(self) -> str:
