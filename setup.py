@@ -9,7 +9,7 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 # what `tinyexit build`/`flash` read at run time, relative to the project root
-PACKAGE_DATA = ["firmware", "boards", "pio/platform-tinyexit", "pio/bootstrap.py", "platformio.ini",
+PACKAGE_DATA = ["firmware", "boards", "sim", "pio/platform-tinyexit", "pio/bootstrap.py", "platformio.ini",
                 "examples/har-tiny/export"]
 SKIP = {"__pycache__", ".pio", ".DS_Store"}
 

@@ -11,27 +11,15 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tinyexit import sim_targets
 from tinyexit.errors import TinyexitError
 from tinyexit.paths import FIRMWARE_DIR as FIRMWARE
 COMMON_FLAGS = ["-std=c++17", "-O2", "-Wall", "-Wextra", "-fno-exceptions", "-fno-rtti"]
-_MPS2_LINK = [f"-T{FIRMWARE / 'ports' / 'qemu_mps2' / 'mps2.ld'}", "-nostartfiles", "--specs=nano.specs",
-              "--specs=nosys.specs", "-Wl,--gc-sections"]
 _BARE_METAL = ["-mthumb", "-ffunction-sections", "-fdata-sections", "-fno-threadsafe-statics"]
 TARGETS = {
     "host": {"compiler": "g++", "port": "host", "flags": [], "link": []},
-    "qemu-m4": {"compiler": "arm-none-eabi-g++", "port": "qemu_mps2", "machine": "mps2-an386",
-                "flags": ["-mcpu=cortex-m4", "-mfpu=fpv4-sp-d16", "-mfloat-abi=hard", *_BARE_METAL,
-                          "-DTX_UART_BASE=0x40004000", '-DTX_PORT_NAME="qemu-mps2-an386"', "-DTX_SYSCLK_HZ=25000000"],
-                "link": _MPS2_LINK},
-    "qemu-m7": {"compiler": "arm-none-eabi-g++", "port": "qemu_mps2", "machine": "mps2-an500",
-                "flags": ["-mcpu=cortex-m7", "-mfpu=fpv5-d16", "-mfloat-abi=hard", *_BARE_METAL,
-                          "-DTX_UART_BASE=0x40004000", '-DTX_PORT_NAME="qemu-mps2-an500"', "-DTX_SYSCLK_HZ=25000000"],
-                "link": _MPS2_LINK},
-    "qemu-m55": {"compiler": "arm-none-eabi-g++", "port": "qemu_mps2", "machine": "mps3-an547",
-                 "flags": ["-mcpu=cortex-m55", "-mfloat-abi=hard", *_BARE_METAL,
-                           "-DTX_UART_BASE=0x59303000", '-DTX_PORT_NAME="qemu-mps3-an547"', "-DTX_SYSCLK_HZ=32000000"],
-                 "link": [f"-T{FIRMWARE / 'ports' / 'qemu_mps3' / 'mps3.ld'}", *_MPS2_LINK[1:]]},
 }
+TARGETS.update(sim_targets.build_targets())  # the emulated targets: one sim/<name>.yaml each
 
 
 def _board_target(board: str, port: str, cpu_flags: list[str], linker_script: str | None,

@@ -172,17 +172,14 @@ def firmware(target: str, binary: Path, timeout: float = 60.0):
     else:
         import shutil
 
-        from tinyexit.firmware_build import TARGETS
+        from tinyexit import sim_targets
 
+        emulated = sim_targets.load(target)  # sim/<target>.yaml: machine and QEMU options
         qemu = shutil.which("qemu-system-arm")
         if qemu is None:
             raise TinyexitError("qemu-system-arm not found: run ./setup.sh")
         port = _free_port()
-        # -icount shift=0: one instruction per virtual ns, so counts repeat exactly run to run
-        cmd = [qemu, "-M", TARGETS[target]["machine"], "-display", "none", "-monitor", "none", "-icount", "shift=0",
-               "-semihosting-config", "enable=on,target=native",
-               "-chardev", f"socket,id=s0,host=127.0.0.1,port={port},server=on,wait=on,nodelay=on",
-               "-serial", "chardev:s0", "-kernel", str(binary)]
+        cmd = emulated.qemu_command(qemu, binary, port)
         what = f"QEMU ({target})"
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:

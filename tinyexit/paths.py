@@ -1,7 +1,7 @@
 """Where data, caches and outputs live by default, and where the kit's own files are: the firmware sources,
-the board descriptions, the PlatformIO platform and project file, the shipped example model.
+the board descriptions, the emulated targets, the PlatformIO platform and project file, the shipped example model.
 
-In a checkout they are the repository's top-level folders (firmware/, boards/, pio/, platformio.ini,
+In a checkout they are the repository's top-level folders (firmware/, boards/, sim/, pio/, platformio.ini,
 examples/). An installed wheel carries a copy of them as package data in tinyexit/_data (setup.py copies
 them in at build time); PROJECT_ROOT is whichever of the two holds them.
 """
@@ -20,6 +20,7 @@ PROJECT_ROOT = CHECKOUT or _INSTALLED_DATA
 
 FIRMWARE_DIR = PROJECT_ROOT / "firmware"
 BOARDS_DIR = PROJECT_ROOT / "boards"
+SIM_DIR = PROJECT_ROOT / "sim"  # emulated targets (QEMU machines), one YAML file each
 PIO_PLATFORM_DIR = PROJECT_ROOT / "pio" / "platform-tinyexit"
 PLATFORMIO_INI = PROJECT_ROOT / "platformio.ini"
 EXAMPLE_MODEL = PROJECT_ROOT / "examples" / "har-tiny" / "export"
