@@ -11,15 +11,12 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    import json
-    from pathlib import Path
-
+    from tinyexit import atomic
     from tinyexit.codegen.compat import check, table
 
+    atomic.check_writable(args.json, "--json")
     report = check(args.model)
     if args.json:
-        tmp = Path(args.json + ".tmp")
-        tmp.write_text(json.dumps(report.as_dict(), indent=1))
-        tmp.replace(args.json)
+        atomic.write_json(args.json, report.as_dict())
     print(table(report))
     return 1 if report.unsupported else 0
