@@ -76,3 +76,34 @@ def test_each_target_builds_a_firmware_that_answers_on_qemu(name, builds):
     with firmware(name, builds[name].binary) as dev:
         info = dev.info()
     assert (info["port"], info["cycle_unit"], info["task"]) == (sim_targets.load(name).port_name, "instructions", "har")
+
+
+@needs_qemu
+def test_sim_jobs_2_gives_the_results_of_one_job(tmp_path):
+    """Two QEMU instances over contiguous halves: exits, classes, instruction counts, outputs and the summary
+    are those of one instance, in input order."""
+    import json
+
+    from tests.conftest import run_cli
+
+    rng = np.random.default_rng(18)
+    walks = np.cumsum(rng.integers(-10, 11, (24, 128, 1, 9)), axis=1)  # sensor-like drifts: some take the last exit
+    np.save(tmp_path / "x.npy", walks.clip(-128, 127).astype(np.int8))
+    got = {}
+    for jobs in (1, 2):
+        proc = run_cli("sim", str(EXAMPLE_MODEL), "--target", "qemu-m4", "--inputs", str(tmp_path / "x.npy"),
+                       "--out", str(tmp_path / f"r{jobs}.npz"), "--json", str(tmp_path / f"s{jobs}.json"),
+                       "--build-dir", str(tmp_path / "build"), "--jobs", str(jobs))
+        assert proc.returncode == 0, proc.stderr
+        got[jobs] = (dict(np.load(tmp_path / f"r{jobs}.npz")), json.loads((tmp_path / f"s{jobs}.json").read_text()))
+    (one, summary_one), (two, summary_two) = got[1], got[2]
+    assert sorted(one) == sorted(two) == ["exit", "instructions", "output", "pred"]
+    assert all(np.array_equal(one[k], two[k]) for k in one)
+    assert len({row.tobytes() for row in one["output"]}) == 24  # every sample's output its own: order is checked
+    assert summary_one == summary_two
+
+
+def test_sim_jobs_must_be_a_positive_number():
+    from tests.conftest import assert_one_line_error, run_cli
+
+    assert_one_line_error(run_cli("sim", str(EXAMPLE_MODEL), "--inputs", "x.npy", "--jobs", "0"), "--jobs")

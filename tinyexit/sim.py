@@ -22,17 +22,7 @@ def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return (np.float64(np.float32(scale)) * (q.astype(np.int64) - zero_point)).astype(np.float32)
 
 
-def run_samples(dev, x: np.ndarray | list[np.ndarray], y: np.ndarray | None, label: str, progress: bool = True,
-                profile_layers: bool = False, outputs: list[dict] | None = None) -> tuple[dict, dict]:
-    """Every input through a connected Device (harness.Device) with the firmware's own exit policy, then
-    the no-exit path on the first samples (every early exit switched off: the device's policy is left
-    that way). profile_layers: the first no-exit sample goes through PROFILE, giving per-layer cycles.
-    x: (N, ...) or, for a model with several inputs, one such array per input. outputs: the model's outputs
-    (codegen.describe_outputs) to collect every one of them as `output_<i>` in the result (one-stage models),
-    dequantized where the model ends in DEQUANTIZE."""
-    from tqdm import tqdm
-
-    info = dev.info()
+def _check_samples(info: dict, x) -> tuple[list[np.ndarray], int]:
     xs = list(x) if isinstance(x, (list, tuple)) else [x]
     if len(xs) != len(info["input_sizes"]):
         raise TinyexitError(f"the model takes {len(info['input_sizes'])} inputs; {len(xs)} given")
@@ -41,26 +31,41 @@ def run_samples(dev, x: np.ndarray | list[np.ndarray], y: np.ndarray | None, lab
     n = len(xs[0])
     if any(len(a) != n for a in xs):
         raise TinyexitError(f"the inputs hold different numbers of samples ({', '.join(str(len(a)) for a in xs)})")
-    every = outputs is not None and info["stages"] == 1
-    pred, exits, cycles, logits = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64), []
-    collected: list[list[np.ndarray]] = [[] for _ in (outputs or [])]
-    for i in tqdm(range(n), desc=f"{label} firmware", unit="sample", disable=not progress or n < 50, leave=False):
-        r = dev.infer([a[i] for a in xs] if len(xs) > 1 else xs[0][i], all_outputs=every)
-        pred[i], exits[i], cycles[i] = r.predicted_class, r.exit, sum(r.stage_cycles)
-        logits.append(r.output)
-        for j, got in enumerate(r.outputs or []):
-            collected[j].append(got)
-    # the no-exit path: every early exit switched off, on the first samples
+    return xs, n
+
+
+def _sample(xs: list[np.ndarray], i: int):
+    return [a[i] for a in xs] if len(xs) > 1 else xs[0][i]
+
+
+def _infer_each(dev, xs: list[np.ndarray], every: bool, bar) -> list:
+    """Every sample through the firmware's own exit policy, in order: one harness.Inference each."""
+    runs = []
+    for i in range(len(xs[0])):
+        runs.append(dev.infer(_sample(xs, i), all_outputs=every))
+        bar.update(1)
+    return runs
+
+
+def _no_exit_pass(dev, xs: list[np.ndarray], info: dict, profile_layers: bool) -> list:
+    """The no-exit path on the first samples: every early exit switched off (the device's policy is left so)."""
     early = {e: NEVER for e in range(info["exits"] - 1)}
     if early:
         dev.set_policy(early)
-    full, per_stage, layer_cycles = [], [], None
-    for i in range(min(n, 20)):
-        r = dev.infer([a[i] for a in xs] if len(xs) > 1 else xs[0][i], with_output=False,
-                      profile=profile_layers and i == 0)
-        full.append(sum(r.stage_cycles))
-        per_stage.append(r.stage_cycles)
-        layer_cycles = r.layer_cycles if r.layer_cycles is not None else layer_cycles
+    return [dev.infer(_sample(xs, i), with_output=False, profile=profile_layers and i == 0)
+            for i in range(min(len(xs[0]), 20))]
+
+
+def _summarise(info: dict, label: str, y, runs: list, full_runs: list, outputs: list[dict] | None, every: bool,
+               profile_layers: bool) -> tuple[dict, dict]:
+    n = len(runs)
+    pred = np.array([r.predicted_class for r in runs], np.int64)
+    exits = np.array([r.exit for r in runs], np.int64)
+    cycles = np.array([sum(r.stage_cycles) for r in runs], np.int64)
+    logits = [r.output for r in runs]
+    full = [sum(r.stage_cycles) for r in full_runs]
+    per_stage = [r.stage_cycles for r in full_runs]
+    layer_cycles = next((r.layer_cycles for r in reversed(full_runs) if r.layer_cycles is not None), None)
     summary = {
         "n": n, "target": label, "cycle_unit": info["cycle_unit"],
         "accuracy": float((pred == y).mean()) if y is not None else None,
@@ -76,13 +81,79 @@ def run_samples(dev, x: np.ndarray | list[np.ndarray], y: np.ndarray | None, lab
     }
     result = {"pred": pred, "exit": exits, "instructions": cycles, "output": np.stack(logits) if logits else np.zeros((0,))}
     if every:
-        for j, (desc, values) in enumerate(zip(outputs, collected)):
+        for j, desc in enumerate(outputs):
+            values = [r.outputs[j] for r in runs]
             q = np.stack(values).reshape(n, *desc["shape"][1:]) if values else np.zeros((0, *desc["shape"][1:]), np.int8)
             dq = desc.get("dequantize")
             result[f"output_{j}"] = dequantize(q, dq["scale"], dq["zero_point"]) if dq else q
     if profile_layers:
         result["layer_cycles"] = np.asarray(layer_cycles or [], np.int64)
     return result, summary
+
+
+def _progress_bar(n: int, label: str, progress: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=n, desc=f"{label} firmware", unit="sample", disable=not progress or n < 50, leave=False)
+
+
+def run_samples(dev, x: np.ndarray | list[np.ndarray], y: np.ndarray | None, label: str, progress: bool = True,
+                profile_layers: bool = False, outputs: list[dict] | None = None) -> tuple[dict, dict]:
+    """Every input through a connected Device (harness.Device) with the firmware's own exit policy, then
+    the no-exit path on the first samples (every early exit switched off: the device's policy is left
+    that way). profile_layers: the first no-exit sample goes through PROFILE, giving per-layer cycles.
+    x: (N, ...) or, for a model with several inputs, one such array per input. outputs: the model's outputs
+    (codegen.describe_outputs) to collect every one of them as `output_<i>` in the result (one-stage models),
+    dequantized where the model ends in DEQUANTIZE."""
+    info = dev.info()
+    xs, n = _check_samples(info, x)
+    every = outputs is not None and info["stages"] == 1
+    with _progress_bar(n, label, progress) as bar:
+        runs = _infer_each(dev, xs, every, bar)
+    full_runs = _no_exit_pass(dev, xs, info, profile_layers)
+    return _summarise(info, label, y, runs, full_runs, outputs, every, profile_layers)
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS tells it)."""
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def run_parallel(target: str, binary: Path, x: np.ndarray | list[np.ndarray], y: np.ndarray | None, label: str,
+                 jobs: int | None = None, progress: bool = True, profile_layers: bool = False,
+                 outputs: list[dict] | None = None) -> tuple[dict, dict, list[dict]]:
+    """run_samples over `jobs` instances of the same firmware (QEMU or host processes; default: the cores
+    available), each on a contiguous shard of the inputs, merged in input order. Counts per sample are the
+    same as with one instance (deterministic under -icount). The last instance also runs the no-exit pass on
+    the first samples, so the summary matches one job's. Returns (result, summary, each instance's INFO after
+    its run)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tinyexit.harness import firmware
+
+    xs = list(x) if isinstance(x, (list, tuple)) else [x]
+    n = len(xs[0])
+    jobs = max(1, min(jobs or available_cores(), n))
+    shards = np.array_split(np.arange(n), jobs)
+
+    def run_shard(k: int, bar):
+        # threads suffice: each one waits on its own emulator process's socket
+        with firmware(target, binary) as dev:
+            info = dev.info()
+            part, _ = _check_samples(info, [a[shards[k]] for a in xs])
+            runs = _infer_each(dev, part, outputs is not None and info["stages"] == 1, bar)
+            full_runs = _no_exit_pass(dev, xs, info, profile_layers) if k == jobs - 1 else []
+            return info, runs, full_runs, dev.info()
+
+    with _progress_bar(n, label, progress) as bar, ThreadPoolExecutor(jobs) as pool:
+        done = list(pool.map(lambda k: run_shard(k, bar), range(jobs)))
+    info = done[0][0]
+    runs = [r for _, shard_runs, _, _ in done for r in shard_runs]
+    every = outputs is not None and info["stages"] == 1
+    result, summary = _summarise(info, label, y, runs, done[-1][2], outputs, every, profile_layers)
+    return result, summary, [after for *_, after in done]
 
 
 def add_energy(summary: dict, board) -> None:
@@ -107,11 +178,11 @@ def add_memory(summary: dict, fw, build_dir: Path, stack_bytes: int | None) -> N
 
 
 def simulate(model: str | Path, target: str, x: np.ndarray | list[np.ndarray], y: np.ndarray | None,
-             build_dir: Path, progress: bool = True, board=None) -> tuple[dict, dict]:
-    """Build the firmware for target, run the inputs through it (run_samples, every output of a one-stage
-    model collected); board (tinyexit.boards.Board) prices the counts in energy."""
+             build_dir: Path, progress: bool = True, board=None, jobs: int | None = None) -> tuple[dict, dict]:
+    """Build the firmware for target, run the inputs through it (run_parallel over `jobs` instances, default
+    the cores available; every output of a one-stage model collected); board (tinyexit.boards.Board) prices
+    the counts in energy."""
     from tinyexit.firmware_build import build
-    from tinyexit.harness import firmware
 
     fw = build(model, target, build_dir)
     xs = list(x) if isinstance(x, (list, tuple)) else [x]
@@ -119,9 +190,9 @@ def simulate(model: str | Path, target: str, x: np.ndarray | list[np.ndarray], y
         raise TinyexitError(f"the model takes {len(fw.input_sizes)} inputs; {len(xs)} given")
     for a, size in zip(xs, fw.input_sizes):
         check_inputs(a, size)
-    with firmware(target, fw.binary) as dev:
-        result, summary = run_samples(dev, x, y, target, progress, outputs=fw.outputs)
-        stack = dev.info().get("stack_used") or None  # the high-water mark after the inferences; 0: unknown
+    result, summary, after = run_parallel(target, fw.binary, x, y, target, jobs, progress, outputs=fw.outputs)
+    # the high-water mark after the inferences, the deepest over the instances; 0: unknown
+    stack = max(info.get("stack_used") or 0 for info in after) or None
     add_memory(summary, fw, build_dir, stack)
     add_energy(summary, board)
     return result, summary

@@ -22,6 +22,22 @@ def add_arguments(p) -> None:
     p.add_argument("--out", metavar="results.npz", help="per-sample results (pred, exit, instructions, output)")
     p.add_argument("--json", metavar="summary.json", help="summary figures as JSON")
     p.add_argument("--build-dir", metavar="DIR", help="where the firmware is built (default: out/build/<target>)")
+    p.add_argument("--jobs", type=_positive, metavar="N",
+                   help="emulator (or host) instances run side by side, each on a contiguous share of the inputs; "
+                        "results come back in input order and identical to one instance (default: the cores "
+                        "available)")
+
+
+def _positive(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got '{text}'")
+    return value
 
 
 def resolve_target_and_board(target: str | None, board_name: str | None):
@@ -56,7 +72,8 @@ def run(args) -> int:
     atomic.check_writable(build_dir, "--build-dir", folder=True)
     xs, y = inputs.load_for_model(args.model, args.inputs, args.labels)
     warn_if_uncalibrated(args.model)
-    result, summary = simulate(args.model, target, xs[0] if len(xs) == 1 else xs, y, build_dir, board=board)
+    result, summary = simulate(args.model, target, xs[0] if len(xs) == 1 else xs, y, build_dir, board=board,
+                               jobs=args.jobs)
     with atomic.outputs() as out:
         if args.out:
             out.save_npz(args.out, **result)
