@@ -2,10 +2,12 @@
 
 from pathlib import Path
 
+from tinyexit import sim_targets
+
 HELP = ("run N inputs through the firmware (host build or QEMU) over the serial protocol; writes per-sample "
         "exits, predictions, cycle counts and outputs (results.npz) and a summary (JSON; on QEMU with the energy "
         "per inference of the board it stands in for, or of --board)")
-SIM_TARGETS = ["host", "qemu-m4", "qemu-m7", "qemu-m55"]
+SIM_TARGETS = ["host", *sim_targets.names()]  # the emulated ones: one sim/<name>.yaml each
 
 
 def add_arguments(p) -> None:
