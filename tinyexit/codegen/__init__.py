@@ -132,6 +132,27 @@ class Layout:
     unsupported: list[dict]  # tolerant layouts only: stage, index, op, output, reason
 
 
+def share_buffers(buffers: dict, key_of: dict, shared: list) -> None:
+    """Gives an operator's output its input's buffer, in step order (so chains share one buffer): always for
+    a reshape (`alias`: the op then emits nothing); for an `in_place_ok` op when the input is as large as the
+    output and nothing reads the input (or anything sharing its buffer) after this step."""
+    for k, step, o in shared:
+        out_key = key_of[(k, o.outputs[0])]
+        out = buffers[out_key]
+        for t in (o.activations[:1] if o.alias else o.activations):
+            source = buffers[key_of[(k, t)]]
+            if source is out or source.size != out.size:
+                continue
+            if not o.alias and source.last != step:
+                continue
+            source.first, source.last = min(source.first, out.first), max(source.last, out.last)
+            for key, b in buffers.items():
+                if b is out:
+                    buffers[key] = source
+            o.aliased = o.alias
+            break
+
+
 def layout(model: Model, tolerant: bool = False) -> Layout:
     """Make each stage's operators (`Stage.ops`) and plan the arena. tolerant: an operator the firmware cannot
     run is recorded in `unsupported` (its outputs still get buffers) instead of ending the generation."""
@@ -140,6 +161,7 @@ def layout(model: Model, tolerant: bool = False) -> Layout:
     buffers: dict[tuple[int, int], Buffer] = {}
     step = 0
     layers, unsupported = [], []
+    shared: list[tuple[int, int, object]] = []  # (stage, step, op) of reshapes and in-place operators
     for k, stage in enumerate(model.stages):
         g = stage.graph
         stage.ops = []
@@ -187,6 +209,8 @@ def layout(model: Model, tolerant: bool = False) -> Layout:
                 buffers[("scratch", step)] = Buffer(o.scratch_bytes, step, step)
             layers.append({"stage": k, "index": i, **o.report()})
             o.step = step
+            if o.alias or o.in_place_ok:
+                shared.append((k, step, o))
             step += 1
         stage_end = step - 1
         for t, src in aliases.items():
@@ -194,6 +218,7 @@ def layout(model: Model, tolerant: bool = False) -> Layout:
         for t in g.outputs:  # stage outputs live to the end of their stage, features into the next one
             if (k, t) in key_of:
                 buffers[key_of[(k, t)]].use(stage_end)
+    share_buffers(buffers, key_of, shared)
     arena = plan(list(buffers.values()))
     for stage in model.stages:
         for o in stage.ops:

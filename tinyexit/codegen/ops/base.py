@@ -37,6 +37,7 @@ class Op:
     # bytes (a reshape): the planner gives both one buffer and the op emits no code
     in_place_ok = False
     alias = False
+    aliased = False  # set by the planner when an alias op got its input's buffer
 
     def __init__(self, graph: Graph, op: Operator, name: str, weight_bits: int | None = None):
         self.graph, self.op, self.name = graph, op, name

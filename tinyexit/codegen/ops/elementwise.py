@@ -59,6 +59,7 @@ class BinaryOp(Op):
     """Two int8 operands, each a tensor or a constant, broadcast against each other to the output."""
 
     kernel = ""
+    in_place_ok = True  # broadcast.h: output[i] is written right after reading a full-shaped operand's [i]
     params_type = ""
 
     def check(self):
@@ -198,6 +199,8 @@ class PreluOp(BinaryOp):
 
 class LookupOp(Op):
     """An int8 -> int8 activation as the table of its 256 answers (kernels/lookup_s8.cc)."""
+
+    in_place_ok = True  # lookup_s8 reads input[i..i+3] before it writes output[i..i+3]
 
     def answers(self, inp: Tensor, out: Tensor) -> list[int]:
         """TFLite Micro's output for each input value -128..127."""

@@ -188,9 +188,14 @@ def offset(pointer: str, elements: int) -> str:
 
 
 class ReshapeOp(MoveOp):
-    """RESHAPE, SQUEEZE, EXPAND_DIMS: the same bytes under another shape (a copy: the planner gives input and
-    output their own buffers). The shape input may be computed: folding makes it constant; the output
-    tensor's own shape is what TFLite Micro uses."""
+    """RESHAPE, SQUEEZE, EXPAND_DIMS: the same bytes under another shape. The planner gives the output its
+    input's buffer (`alias`), so no code runs; a copy only if it could not. The shape input may be computed:
+    folding makes it constant; the output tensor's own shape is what TFLite Micro uses."""
+
+    alias = True
+
+    def call(self, ptr) -> str:
+        return "// reshape: the output shares its input's bytes" if self.aliased else super().call(ptr)
 
     @classmethod
     def plan_copies(cls, graph, op):
