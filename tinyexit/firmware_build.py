@@ -196,8 +196,13 @@ def write_memory_report(path: Path, report: dict) -> None:
 
 def memory_summary(report: dict) -> str:
     """One line: arena, stack, RAM, flash, weights (as stored and as plain int8)."""
-    stack = f"{report['stack_bytes']:,}" if report.get("stack_bytes") else "?"
-    return (f"memory: arena {report['arena_bytes']:,} B, stack {stack} B, RAM {report['ram_bytes']:,} B, "
+    if report.get("stack_bytes"):
+        stack = f"stack {report['stack_bytes']:,} B"
+    elif report.get("stack_reserved_bytes"):
+        stack = f"stack not measured ({report['stack_reserved_bytes']:,} B reserved, counted in RAM; `tinyexit sim` measures it)"
+    else:
+        stack = "stack not measured"
+    return (f"memory: arena {report['arena_bytes']:,} B, {stack}, RAM {report['ram_bytes']:,} B, "
             f"flash {report['flash_bytes']:,} B (weights {report['weight_flash_bytes']:,} B; "
             f"as int8 {report['int8_weight_bytes']:,} B)")
 
