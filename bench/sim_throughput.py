@@ -49,7 +49,7 @@ def raw_rate(binary: Path, x: np.ndarray, repeats: int) -> tuple[float, int, flo
             dev.read_frame()
             reject_s.append(time.perf_counter() - start)
             assert dev.infer(x, with_output=False).stage_cycles  # the link is still in step after the error
-    infer, reject = float(np.median(infer_s)), float(np.median(reject_s))
+    infer, reject = min(infer_s), min(reject_s)  # the least disturbed of each on a shared machine
     return instructions / max(infer - reject, 1e-9), instructions, infer, reject
 
 
