@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import assert_one_line_error
 from tinyexit.paths import CHECKOUT
 
-KIT_FOLDERS = ("firmware", "boards", "pio/platform-tinyexit", "examples/har-tiny/export")
+KIT_FOLDERS = ("firmware", "boards", "sim", "pio/platform-tinyexit", "examples/har-tiny/export")
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,10 @@ HELP = "generate interpreter-free C++ for an export folder or a plain .tflite an
 
 def add_arguments(p) -> None:
     p.add_argument("model", metavar="MODEL", help="export folder (manifest.json + stages) or a .tflite file")
-    p.add_argument("--target", default="host", choices=["host", "qemu-m4", "qemu-m7", "qemu-m55"], help="what to build for (default: host)")
+    from tinyexit import sim_targets
+
+    p.add_argument("--target", default="host", choices=["host", *sim_targets.names()],
+                   help="what to build for (default: host; emulated targets: sim/*.yaml)")
     p.add_argument("--out", metavar="DIR", help="build folder (default: out/build/<target>)")
     p.add_argument("--kernels", default="auto", choices=["auto", "portable", "dsp"],
                    help="kernel variant: auto = Cortex-M DSP kernels where the core has them (default), "
