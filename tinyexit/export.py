@@ -202,8 +202,6 @@ def write_stages(graph: Graph, boundaries: list[tuple[list[int], list[int]]], ou
     [final logits]), write stage_K.tflite, model_int8.tflite and manifest.json (with `extra` keys) into the
     group `out`; return the manifest. Operators no stage output needs (e.g. a SOFTMAX after the logits) are
     left out."""
-    from tinyexit.importer import ancestors
-
     tensor_bits = tensor_bits or {}
     n_exits = len(boundaries) - 1
     stage_graphs, stages = [], []
@@ -217,7 +215,7 @@ def write_stages(graph: Graph, boundaries: list[tuple[list[int], list[int]]], ou
                        "inputs": [g.tensors[t].describe() for t in g.inputs], "outputs": outputs,
                        "macs": g.total_macs(), "weight_bytes": stage_weight_bytes(g, tensor_bits), "exit": k})
     check_cuts(stage_graphs)
-    needed = set().union(*(ancestors(graph, t) for _, outs in boundaries for t in outs))
+    needed = set().union(*(graph.ancestors(t) for _, outs in boundaries for t in outs))
     if sum(len(g.ops) for g in stage_graphs) != len(needed):
         raise TinyexitError(f"stages hold {sum(len(g.ops) for g in stage_graphs)} operators, the model {len(needed)}: "
                             f"an operator is shared between stages (a connection crosses a cut)")

@@ -78,26 +78,13 @@ def logits_tensor(graph: Graph, t: int) -> int:
     return t
 
 
-def ancestors(graph: Graph, t: int) -> set[int]:
-    """Indices of the operators needed to compute tensor t from the graph's inputs."""
-    producers = graph.producers()
-    found, frontier = set(), [t]
-    while frontier:
-        op = producers.get(frontier.pop())
-        if op is None or op.index in found:
-            continue
-        found.add(op.index)
-        frontier.extend(i for i in op.inputs if i >= 0)
-    return found
-
-
 def find_exits(graph: Graph, final: int, exits: list[tuple[str, int]]) -> list[Exit]:
     """Each exit's branch point (cut) on the backbone that computes `final`, in backbone order."""
-    backbone = ancestors(graph, final)
+    backbone = graph.ancestors(final)
     producers = graph.producers()
     found = []
     for name, t in exits:
-        head = ancestors(graph, t) - backbone
+        head = graph.ancestors(t) - backbone
         if not head:
             raise TinyexitError(f"exit '{name}' is computed by the backbone itself (it has no head of its own)")
         cuts = {i for o in head for i in graph.ops[o].inputs

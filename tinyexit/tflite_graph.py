@@ -196,6 +196,18 @@ class Graph:
     def producers(self) -> dict[int, Operator]:
         return {t: op for op in self.ops for t in op.outputs}
 
+    def ancestors(self, t: int) -> set[int]:
+        """Indices of the operators needed to compute tensor t from the graph's inputs."""
+        producers = self.producers()
+        found, frontier = set(), [t]
+        while frontier:
+            op = producers.get(frontier.pop())
+            if op is None or op.index in found:
+                continue
+            found.add(op.index)
+            frontier.extend(i for i in op.inputs if i >= 0)
+        return found
+
     def macs(self, op: Operator) -> int:
         """Multiply-accumulates of one operator (the usual count: conv, depthwise, dense, transposed conv, batch
         matmul; others 0)."""
