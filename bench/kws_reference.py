@@ -2,7 +2,9 @@
 
 Prints, measured side by side in one run:
   - qemu-m4 instructions per inference and per MAC, portable C kernels vs the Cortex-M DSP (SMLAD) kernels
-    (-icount, so counts repeat)
+    (-icount, so counts repeat), and the DSP build's instructions per MAC by layer kind (PROFILE)
+  - flash: the DSP firmware's text + data, its weights and biases as the DSP kernels store them (and their
+    requantization constants) beside the same tensors as plain int8 + int32
   - peak activation bytes of the firmware's static plan vs TFLite Micro's arena (its allocation report)
   - host inferences per second: firmware host build over its protocol vs TFLite Micro's Python interpreter
 
@@ -74,6 +76,8 @@ def main() -> None:
             m4 = build(model, "qemu-m4", Path(tmp) / kernels, kernels=kernels)
             with firmware("qemu-m4", m4.binary) as dev:
                 counts[kernels] = [sum(dev.infer(v, with_output=False).stage_cycles) for v in x[:10]]
+                if kernels == "dsp":
+                    profile = dev.infer(x[0], profile=True).layer_cycles
         host = build(model, "host", Path(tmp) / "host")
         with firmware("host", host.binary) as dev:
             start = time.perf_counter()
@@ -96,6 +100,21 @@ def main() -> None:
           f"DSP kernels {dsp:,.0f} ({dsp / MACS:.3f} per MAC) -> DSP / portable {dsp / portable:.3f}")
     print(f"  TFLite Micro on the same emulator (FACTS.md, not re-measured here): reference kernels 42.18 M "
           f"(15.9/MAC), CMSIS-NN 7.58 M (2.85/MAC) -> DSP kernels vs CMSIS-NN {dsp / 7.58e6:.3f}")
+    kinds: dict[str, list[int]] = {}  # kind -> [instructions, MACs]
+    for i, (layer, count) in enumerate(zip(m4.layers, profile)):
+        kind = {"CONV_2D": "1x1 pointwise" if i else "first conv (10x4)", "DEPTHWISE_CONV_2D": "3x3 depthwise",
+                "FULLY_CONNECTED": "dense"}.get(layer["op"], "pooling, reshape, softmax")
+        kinds.setdefault(kind, [0, 0])
+        kinds[kind][0] += count
+        kinds[kind][1] += layer["macs"]
+    print("  DSP kernels by layer kind (PROFILE): " + ", ".join(
+        f"{kind} {n / macs:.3f}/MAC" if macs else f"{kind} {n:,} instructions" for kind, (n, macs) in kinds.items()))
+    stored = sum(layer.get("dsp_weight_bytes", 0) for layer in m4.layers)
+    requant = sum(layer.get("dsp_requantization_bytes", 0) for layer in m4.layers)
+    int8 = sum(layer.get("int8_weight_bytes", 0) for layer in m4.layers)
+    flash = m4.memory.get("flash_bytes", 0)
+    print(f"flash: DSP firmware {flash:,} B (text + data); weights and biases as stored {stored:,} B "
+          f"(+ requantization constants {requant:,} B) vs plain int8 + int32 {int8:,} B")
     print(f"peak activation bytes: firmware {m4.arena_bytes:,} vs TFLite Micro arena {arena:,} "
           f"-> ratio {m4.arena_bytes / arena:.3f}")
     print(f"host inferences/s: firmware {host_rate:,.0f} (incl. protocol round trip) vs TFLite Micro Python "

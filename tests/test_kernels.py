@@ -53,10 +53,15 @@ def _model(kind: str, rng: np.random.Generator):
 
 
 def dsp_modes(source: str) -> list[int]:
-    """fast_mode of each DSP layer in a generated model.cc (streamed layers name their stream after it)."""
+    """fast_mode of each DSP layer in a generated model.cc (kernels.h: the field's place in each parameter
+    struct; the depthwise plane kernel takes fast_mode 1 only)."""
     import re
 
-    return [int(m) for m in re.findall(r"DspParams \w+_dsp = \{.*, (\d)(?:, \w+_stream)?\};", source)]
+    field = {"Gemm": 5, "GemmPacked": 6, "Depthwise": 4, "DepthwisePacked": 5}
+    modes = []
+    for kind, fields in re.findall(r"static const (\w+)(?:Dsp|Plane)Params \w+_dsp = \{(.*)\};", source):
+        modes.append(1 if kind == "Depthwise" and "_taps" in fields else int(fields.split(", ")[field[kind]]))
+    return modes
 
 
 OPS = {"conv": "CONV_2D", "depthwise": "DEPTHWISE_CONV_2D", "dense": "FULLY_CONNECTED",
@@ -211,3 +216,123 @@ def test_full_width_filters_run_as_one_row(target, tmp_path):
         with firmware(target, fw.binary) as dev:
             for sample in x:
                 assert np.array_equal(dev.infer(sample).output, reference(sample[None])[0].reshape(-1)), kernels
+
+
+@pytest.mark.parametrize("target", ["host", "qemu-m4"])
+def test_depthwise_plane_kernel_matches_tflite_micro(target, tmp_path):
+    """The plane kernel of 3x3 stride-1 depthwise layers (dsp/depthwise_plane.h) in two chains: rows of 13, 11
+    and 9 outputs (strips of 6 and shorter tails), channel counts that are not multiples of 4, same and valid
+    padding; and rows of at most 6 outputs (one strip, the written-out plane copy) with padding on either side
+    or none. Host (instructions emulated) and the emulated Cortex-M4 (the assembly) against TFLite Micro."""
+    import keras
+    from keras import layers
+
+    rng = np.random.default_rng(12)
+    for case, (shape, chain) in enumerate([((9, 13, 6), ["same", "valid", 8, "same", "valid"]),
+                                           ((7, 5, 8), ["same", "valid", 12, "same"])]):
+        keras.utils.set_random_seed(case)
+        inp = keras.Input(shape)
+        x = inp
+        for step in chain:
+            if isinstance(step, int):
+                x = layers.Conv2D(step, 1, activation="relu")(x)
+            else:
+                x = layers.DepthwiseConv2D(3, padding=step, activation="relu")(x)
+        out = layers.Dense(6)(layers.Flatten()(x))
+        buf = convert_int8(keras.Model(inp, out), rng.normal(0, 1, (32, *shape)).astype(np.float32))
+        path = tmp_path / f"plane{case}.tflite"
+        path.write_bytes(buf)
+        fw = build(path, target, tmp_path / f"b{case}", kernels="dsp")
+        source = (tmp_path / f"b{case}" / "model.cc").read_text()
+        planes = sum(1 for step in chain if isinstance(step, str))
+        assert source.count("dsp::depthwise_plane_s8(") == planes, case
+        assert (source.count("dsp::depthwise_fill<") == planes) == (case == 1)
+        reference = StageInterpreter(buf)
+        with firmware(target, fw.binary) as dev:
+            for sample in rng.integers(-128, 128, (6, *shape)).astype(np.int8):
+                assert np.array_equal(dev.infer(sample).output, reference(sample[None])[0].reshape(-1)), case
+
+
+@pytest.mark.parametrize("target", ["host", "qemu-m4"])
+def test_six_pixel_stream_matches_tflite_micro(target, tmp_path):
+    """The six-pixel int8 GEMM stream (tinyexit/dsp_streams.h): pixel counts that are not multiples of 6 (the last
+    pixels through the staging buffer), channels in several shift segments, inputs after a ReLU (zero point
+    -128, the offset-128 gather) and not, 1x1 (pointwise gather) and 3x3 with padding (the padded copy), against
+    TFLite Micro on the host and on the emulated Cortex-M4."""
+    import re
+
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(21)
+    inp = keras.Input((7, 5, 8))
+    x = layers.Conv2D(16, 1, activation="relu")(inp)
+    x = layers.Conv2D(12, 3, padding="same", activation="relu")(x)
+    x = layers.Conv2D(8, (2, 3), strides=2)(x)
+    out = layers.Dense(5)(layers.Flatten()(x))
+    model = keras.Model(inp, out)
+    rng = np.random.default_rng(21)
+    for layer in model.layers[1:4]:  # channel scales over a wide range: several shifts per layer
+        kernel, bias = layer.get_weights()
+        layer.set_weights([kernel * rng.uniform(0.1, 4, kernel.shape[-1]), bias])
+    buf = convert_int8(model, rng.normal(0, 1, (32, 7, 5, 8)).astype(np.float32))
+    path = tmp_path / "six.tflite"
+    path.write_bytes(buf)
+    fw = build(path, target, tmp_path / "b", kernels="dsp")
+    source = (tmp_path / "b" / "model.cc").read_text()
+    assert source.count("dsp::conv_stream_s8(") == 3
+    segments = [int(n) for n in re.findall(r"_segments, (\d+), \d+\};", source)]
+    assert max(segments) >= 2, segments
+    reference = StageInterpreter(buf)
+    with firmware(target, fw.binary) as dev:
+        for sample in rng.integers(-128, 128, (8, 7, 5, 8)).astype(np.int8):
+            assert np.array_equal(dev.infer(sample).output, reference(sample[None])[0].reshape(-1))
+
+
+@pytest.mark.parametrize("target", ["host", "qemu-m4"])
+def test_depthwise_group_kernels_match_tflite_micro(target, tmp_path):
+    """The depthwise layers the plane kernel does not take run four channels per load with int8 weights widened in
+    registers (dsp/depthwise_stream.h for 3, 5 and 9 taps, depthwise_conv_s8.cc otherwise): stride 2, 5x1, 1x3,
+    2x2, a dilated 3x3, and a 3x3 whose requantization shifts left, against TFLite Micro on the host and on the
+    emulated Cortex-M4."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(31)
+    inp = keras.Input((11, 10, 8))
+    x = layers.DepthwiseConv2D(3, strides=2, padding="same", activation="relu")(inp)
+    x = layers.DepthwiseConv2D((5, 1), padding="same")(x)
+    x = layers.DepthwiseConv2D((1, 3), padding="same", activation="relu")(x)
+    x = layers.DepthwiseConv2D(2)(x)
+    x = layers.DepthwiseConv2D(3, padding="same", dilation_rate=2)(x)
+    out = layers.Dense(5)(layers.Flatten()(x))
+    rng = np.random.default_rng(31)
+    buf = convert_int8(keras.Model(inp, out), rng.normal(0, 1, (32, 11, 10, 8)).astype(np.float32))
+    path = tmp_path / "groups.tflite"
+    path.write_bytes(buf)
+    fw = build(path, target, tmp_path / "b", kernels="dsp")
+    source = (tmp_path / "b" / "model.cc").read_text()
+    assert source.count("dsp::depthwise_conv_s8(") == 5 and "_filter8[" in source and "_stream[" in source
+    reference = StageInterpreter(buf)
+    with firmware(target, fw.binary) as dev:
+        for sample in rng.integers(-128, 128, (8, 11, 10, 8)).astype(np.int8):
+            assert np.array_equal(dev.infer(sample).output, reference(sample[None])[0].reshape(-1))
+    # a 3x3 filter whose weights cancel on smooth inputs: outputs far narrower than the products, so the
+    # requantization shifts left (fast_mode 2) and the layer takes the written-out 9-tap loop of
+    # depthwise_conv_s8.cc
+    inp = keras.Input((6, 6, 8))
+    depthwise = layers.DepthwiseConv2D(3, use_bias=False)
+    model = keras.Model(inp, layers.Dense(4)(layers.Flatten()(depthwise(inp))))
+    kernel = np.array([[1, -1, 1], [-1, 1, -1], [1, -1, 0]], np.float32)[:, :, None, None]
+    depthwise.set_weights([kernel * np.ones((1, 1, 8, 1), np.float32)])
+    smooth = rng.normal(0, 1, (32, 1, 1, 8)) * np.ones((1, 6, 6, 1)) + rng.normal(0, 0.0005, (32, 6, 6, 8))
+    buf = convert_int8(model, smooth.astype(np.float32))
+    path.write_bytes(buf)
+    fw = build(path, target, tmp_path / "left", kernels="dsp")
+    source = (tmp_path / "left" / "model.cc").read_text()
+    assert "dsp::depthwise_conv_s8(" in source and 2 in dsp_modes(source)
+    reference = StageInterpreter(buf)
+    with firmware(target, fw.binary) as dev:
+        for level in rng.integers(-100, 100, (8, 1, 1, 8)):
+            sample = np.clip(level + rng.integers(-2, 3, (6, 6, 8)), -128, 127).astype(np.int8)
+            assert np.array_equal(dev.infer(sample).output, reference(sample[None])[0].reshape(-1))

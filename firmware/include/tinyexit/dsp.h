@@ -32,14 +32,33 @@ inline uint32_t sxtab16_ror8(uint32_t acc, uint32_t x) {
   asm("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(acc), "r"(x));
   return r;
 }
+// [b.lo | a.lo] and [b.hi | a.hi] (high half first): two halfwords into one word
+inline uint32_t pkhbt16(uint32_t a, uint32_t b) {
+  uint32_t r;
+  asm("pkhbt %0, %1, %2, lsl #16" : "=r"(r) : "r"(a), "r"(b));
+  return r;
+}
+inline uint32_t pkhtb16(uint32_t a, uint32_t b) {
+  uint32_t r;
+  asm("pkhtb %0, %2, %1, asr #16" : "=r"(r) : "r"(a), "r"(b));
+  return r;
+}
 // acc + a.lo * b.lo + a.hi * b.hi
 inline int32_t smlad(uint32_t a, uint32_t b, int32_t acc) { return __smlad(a, b, acc); }
 inline int32_t smlabb(uint32_t a, uint32_t b, int32_t acc) { return __smlabb(a, b, acc); }
 inline int32_t smlatt(uint32_t a, uint32_t b, int32_t acc) { return __smlatt(a, b, acc); }
+inline int32_t smlabt(uint32_t a, uint32_t b, int32_t acc) { return __smlabt(a, b, acc); }
+inline int32_t smlatb(uint32_t a, uint32_t b, int32_t acc) { return __smlatb(a, b, acc); }
 // (a * b + 2^31) >> 32
 inline int32_t smmulr(int32_t a, int32_t b) {
   int32_t r;
   asm("smmulr %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
+  return r;
+}
+// acc + (a * b + 2^31) >> 32
+inline int32_t smmlar(int32_t a, int32_t b, int32_t acc) {
+  int32_t r;
+  asm("smmlar %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));
   return r;
 }
 // x saturated to int8, one instruction
@@ -73,6 +92,8 @@ inline uint32_t pack16(int32_t lo, int32_t hi) {
 inline uint32_t sxtb16(uint32_t x) {
   return pack16(static_cast<int8_t>(x & 0xFF), static_cast<int8_t>((x >> 16) & 0xFF));
 }
+inline uint32_t pkhbt16(uint32_t a, uint32_t b) { return (a & 0xFFFF) | (b << 16); }
+inline uint32_t pkhtb16(uint32_t a, uint32_t b) { return (a >> 16) | (b & 0xFFFF0000u); }
 inline uint32_t sxtb16_ror8(uint32_t x) { return sxtb16((x >> 8) | (x << 24)); }
 inline uint32_t sadd16(uint32_t a, uint32_t b) { return pack16(lo16(a) + lo16(b), hi16(a) + hi16(b)); }
 inline uint32_t sxtab16(uint32_t acc, uint32_t x) { return sadd16(acc, sxtb16(x)); }
@@ -88,8 +109,17 @@ inline int32_t smlabb(uint32_t a, uint32_t b, int32_t acc) {
 inline int32_t smlatt(uint32_t a, uint32_t b, int32_t acc) {
   return static_cast<int32_t>(static_cast<uint32_t>(acc) + static_cast<uint32_t>(hi16(a) * hi16(b)));
 }
+inline int32_t smlabt(uint32_t a, uint32_t b, int32_t acc) {
+  return static_cast<int32_t>(static_cast<uint32_t>(acc) + static_cast<uint32_t>(lo16(a) * hi16(b)));
+}
+inline int32_t smlatb(uint32_t a, uint32_t b, int32_t acc) {
+  return static_cast<int32_t>(static_cast<uint32_t>(acc) + static_cast<uint32_t>(hi16(a) * lo16(b)));
+}
 inline int32_t smmulr(int32_t a, int32_t b) {
   return static_cast<int32_t>((static_cast<int64_t>(a) * b + (int64_t{1} << 31)) >> 32);
+}
+inline int32_t smmlar(int32_t a, int32_t b, int32_t acc) {
+  return static_cast<int32_t>(static_cast<uint32_t>(acc) + static_cast<uint32_t>(smmulr(a, b)));
 }
 inline int32_t ssat8(int32_t x) { return x < -128 ? -128 : (x > 127 ? 127 : x); }
 inline int32_t ssat8_asr1(int32_t x) { return ssat8(x >> 1); }

@@ -78,17 +78,39 @@ void fully_connected_packed_s8(const FullyConnectedParams& p, const int8_t* inpu
 #endif
 #endif
 
-struct GemmDspParams {    // CONV_2D and FULLY_CONNECTED as a product of int16 matrices
+namespace dsp {
+struct Stream6Job;
+struct DepthwiseStripJob;
+}
+
+// One run of channels of the six-pixel stream that share a shift (tinyexit/dsp_streams.h gemm_stream6).
+struct Stream6Segment {
+  void (*run)(const uint32_t* stream, const dsp::Stream6Job& job);  // gemm_stream6<k_padded / 4, shift, out_c>
+  int32_t channels;
+  int32_t rounding;  // (1 + 2 * output zero point) << (shift - 1)
+};
+
+struct GemmDspParams {    // CONV_2D and FULLY_CONNECTED as a GEMM over int16 inputs and int8 weights
   int32_t k;              // products per output: kh * kw * in_c (conv) or depth (fully connected)
-  int32_t k_padded;       // k rounded up to a multiple of 8 (the inner loop takes 8 at a time)
+  int32_t k_padded;       // products per output in the kernels' order (dsp/column.h: runs padded to whole
+                          // words), rounded up to a multiple of 8 (filter, two-pixel stream) or 4 (six-pixel)
   const int32_t* fast_requant;  // see DepthwiseDspParams
-  const uint32_t* filter; // int16 pairs (low half first): [out_c rounded up to even / 2][k_padded / 4]
-                          // [2 channels][4 values], in the order of dsp/column.h
+  const uint32_t* filter; // int8, per channel pair (out_c rounded up to even) and group of 4 products: channel
+                          // 0's 4 weights then channel 1's, byte j of a word = product j of the group;
+                          // widened in registers (SXTB16 gives products 0, 2 and, rotated, 1, 3)
   const int32_t* bias;    // out_c rounded up to even (zeros where the model has none)
   int32_t fast_mode;      // see DepthwiseDspParams
-  // fast_mode 1 and an even out_c: bias, filter and requantization in one stream (dsp/gemm_stream.h), and
-  // filter, bias and fast_requant nullptr; else nullptr
+  // fast_mode 1: bias, filter and requantization in one stream, and filter, bias and fast_requant nullptr.
+  // With an even out_c, the two-pixel stream (dsp/gemm_stream.h); CONV_2D without activation clamp with at
+  // least 6 output pixels, the six-pixel stream (tinyexit/dsp_streams.h, called through conv_stream_s8), its
+  // channels ordered by shift into segments. nullptr otherwise
   const uint32_t* stream;
+  // Six-pixel stream only:
+  const Stream6Segment* segments;
+  int32_t segment_count;
+  // the bytes of a copy of the input with its padding written out, which follows the columns in the scratch
+  // (the receptive fields then all lie inside it); 0: none
+  int32_t padded_bytes;
 };
 
 struct DepthwiseDspParams {  // depth multiplier 1, in_c % 4 == 0, kh * kw <= 64
@@ -98,7 +120,8 @@ struct DepthwiseDspParams {  // depth multiplier 1, in_c % 4 == 0, kh * kw <= 64
   // with left shifts as [multiplier, ~(shift + 1)] (fast_mode 3: both kinds, told apart by the sign);
   // nullptr and fast_mode 0: the reference requantization
   const int32_t* fast_requant;
-  const uint32_t* filter; // int16 pairs: [in_c / 4][kh * kw][c0, c2 | c1, c3]
+  const uint32_t* filter; // int8: [in_c / 4][kh * kw] words, the 4 channels' weights in order (widened in
+                          // registers as the inputs are: SXTB16 gives channels 0, 2 and, rotated, 1, 3)
   const int32_t* bias;    // in_c values: bias + input_offset * (sum of the channel's weights)
   const int8_t* padding;  // in_c copies of the input zero point: what taps outside the input read
   int32_t fast_mode;      // the hot fields above keep their offsets
@@ -107,8 +130,28 @@ struct DepthwiseDspParams {  // depth multiplier 1, in_c % 4 == 0, kh * kw <= 64
   const uint32_t* stream;
 };
 
-// Sub-byte filters for the DSP kernels. Each 32-bit word holds 16 / bits of the int16-pair words the int8
-// layout above would hold (GemmDspParams::filter, DepthwiseDspParams::filter, in that order): pair-word j
+// DEPTHWISE_CONV_2D 3x3, stride 1, dilation 1, depth multiplier 1, fast_mode 1 (shifts of 1 to 31, (1 + 2 *
+// output zero point) << (shift - 1) below 2^30) and no activation clamp: one channel at a time through a plane
+// of int16, the output rows in strips of up to 6 (tinyexit/dsp_streams.h depthwise_strip, depthwise_fill).
+using DepthwiseStripFn = void (*)(const int16_t* plane, int8_t* out, const dsp::DepthwiseStripJob& job);
+using DepthwiseFillFn = void (*)(const int8_t* src, uint32_t* planes, int32_t plane_words, int32_t rows,
+                                 int32_t row_step);
+
+struct DepthwisePlaneParams {
+  const int8_t* taps;       // [channels][9]: each channel's 3x3 filter, row-major
+  const int32_t* quant;     // [channels][3]: 2 * (bias + input_offset * sum of the filter), multiplier,
+                            // (1 + 2 * output zero point) << (shift - 1)
+  const uint8_t* variant;   // [channels]: the index of the channel's routine in strips and tail_strips
+  const DepthwiseStripFn* strips;       // depthwise_strip<6, shift, channels> by variant (nullptr: out_w < 6)
+  const DepthwiseStripFn* tail_strips;  // the last out_w % 6 outputs of a row (nullptr: out_w % 6 == 0)
+  // out_w <= 6 and channels % 4 == 0: depthwise_fill<pad_w, pad_w + in_w, channels>, which copies 4
+  // channels' input rows into their planes; else nullptr (the kernel's own loop)
+  DepthwiseFillFn fill;
+};
+
+// Sub-byte filters for the DSP kernels. Each 32-bit word holds 16 / bits int16-pair words, in this order:
+// GEMM, per channel pair and group of 4 products, [channel 0's products 0, 2 | its 1, 3 | channel 1's 0, 2 |
+// its 1, 3]; depthwise, per group of 4 channels and tap, [channels 0, 2 | 1, 3] (low half first). Pair-word j
 // has its low half in field 16 / bits - 1 - j and its high half in field 32 / bits - 1 - j (fields of
 // `bits` bits, field 0 lowest). `(word << (bits * j)) & mask` (mask 0xF000F000 or 0xC000C000) is then
 // pair-word j times 2^(16 - bits) in one instruction; the accumulators start at the bias times 2^(16 - bits)
@@ -121,7 +164,9 @@ struct GemmPackedDspParams {
   const uint32_t* filter;
   const int32_t* bias;   // out_c rounded up to even, times 2^(16 - bits)
   int32_t fast_mode;
-  const uint32_t* stream;  // as GemmDspParams::stream, with this layout's filter words (dsp/gemm_stream.h)
+  // fast_mode 1 and an even out_c: per channel pair 2^(16 - bits) * bias0, bias1, the pair's filter words,
+  // multiplier0, ~shift0, multiplier1, ~shift1 (dsp/gemm_stream.h); else nullptr
+  const uint32_t* stream;
 };
 
 struct DepthwisePackedDspParams {  // as DepthwiseDspParams; taps padded with zero weights to a whole word
@@ -149,14 +194,22 @@ void depthwise_conv_packed_s8(const ConvParams& p, const DepthwisePackedDspParam
                               int8_t* output);
 // scratch: 4 * k_padded bytes, 4-byte aligned (two pixels' widened inputs; sized by the code generator)
 void conv_s8(const ConvParams& p, const GemmDspParams& d, const int8_t* input, int8_t* output, void* scratch);
+// Layers on the six-pixel stream: scratch 12 * k_padded bytes (six pixels' columns) + padded_bytes + (when the
+// pixel count is not a multiple of 6) 6 * out_c bytes for the last pixels' outputs
+void conv_stream_s8(const ConvParams& p, const GemmDspParams& d, const int8_t* input, int8_t* output, void* scratch);
 void fully_connected_s8(const FullyConnectedParams& p, const GemmDspParams& d, const int8_t* input,
                         int8_t* output, void* scratch);
 void depthwise_conv_s8(const ConvParams& p, const DepthwiseDspParams& d, const int8_t* input, int8_t* output);
+// scratch: 64 * (output height + 2) bytes, 4-byte aligned (four channels' planes)
+void depthwise_plane_s8(const ConvParams& p, const DepthwisePlaneParams& d, const int8_t* input, int8_t* output,
+                        void* scratch);
+
 void avg_pool_s8(const PoolParams& p, const int8_t* input, int8_t* output);  // channels % 4 == 0
 }  // namespace dsp
 
 }  // namespace tx
 
+#include "tinyexit/dsp_streams.h"  // the DSP stream routines the generated model instantiates
 #include "tinyexit/kernels_elementwise.h"
 #include "tinyexit/kernels_matmul.h"
 #include "tinyexit/kernels_movement.h"

@@ -61,8 +61,65 @@ class WeightedOp(Op):
             text += c_array("int8_t", f"{n}_filter", w.data)
         text += c_array("int32_t", f"{n}_bias", bias.data) if bias is not None else ""
         text += "#endif\n" if self.dsp else ""
+        # the DSP kernels read the layer's own multipliers only for the reference requantization (fast_mode 0)
+        portable_only = self.dsp and self.dsp_mode != 0
+        text += "#if !TX_DSP_KERNELS\n" if portable_only else ""
         text += c_array("int32_t", f"{n}_mult", np.array([m for m, _ in mults]))
-        return text + c_array("int32_t", f"{n}_shift", np.array([s for _, s in mults]))
+        text += c_array("int32_t", f"{n}_shift", np.array([s for _, s in mults]))
+        return text + ("#endif\n" if portable_only else "")
+
+    def params(self, struct: str, fields: str) -> str:
+        """The portable parameter struct `<name>_params` = {fields, multipliers, shifts}; without the multipliers
+        in DSP builds whose kernel does not read them (weight_arrays)."""
+        n = self.name
+        def line(requant: str) -> str:
+            return f"static const {struct} {n}_params = {{{fields}, {requant}}};\n"
+        if self.dsp and self.dsp_mode != 0:
+            return "#if TX_DSP_KERNELS\n" + line("nullptr, nullptr") + "#else\n" + line(f"{n}_mult, {n}_shift") + "#endif\n"
+        return line(f"{n}_mult, {n}_shift")
+
+    dsp_mode = 0  # the DSP definitions' fast_mode (set before weight_arrays)
+
+    stream_split = (0, 0, 0)  # a DSP stream's bytes of weights, biases and requantization constants
+    generated = None  # definitions(), made once (report() reads them too)
+
+    def dsp_flash(self) -> dict[str, int]:
+        """What the DSP build holds in flash for this layer, by kind: "weights" and "biases" (as the DSP kernels
+        store them) and "requantization" (multipliers, shifts and rounding offsets, routine tables), from the
+        arrays of its DSP definitions (streams split by their layout)."""
+        import re
+
+        text = self.definitions()
+        dsp = "".join(re.findall(r"#if TX_DSP_KERNELS\n(.*?)#endif", text, re.S))
+        flash = {"weights": 0, "biases": 0, "requantization": 0}
+        sizes = {"int8_t": 1, "uint8_t": 1, "int32_t": 4, "uint32_t": 4}
+        for ctype, suffix, count in re.findall(rf"static const (\w+) {self.name}_(\w+)\[(\d+)\]", dsp):
+            nbytes = sizes[ctype] * int(count)
+            if suffix == "stream":
+                for kind, part in zip(flash, self.stream_split):
+                    flash[kind] += part
+            elif suffix in ("filter4", "filter8", "taps"):
+                flash["weights"] += nbytes
+            elif suffix == "bias32":
+                flash["biases"] += nbytes
+            elif suffix == "quant":  # [2 * bias, multiplier, rounding offset] per channel
+                flash["biases"] += nbytes // 3
+                flash["requantization"] += nbytes - nbytes // 3
+            else:  # fastq, variant, padding, mult/shift
+                flash["requantization"] += nbytes
+        for struct in re.findall(r"static const (?:DepthwiseStripFn|Stream6Segment) \w+\[\] = \{(.*)\};", dsp):
+            flash["requantization"] += 4 * (struct.count("dsp::") * (1 if "{" not in struct else 3))
+        if self.dsp_mode == 0:  # the reference requantization reads the portable multipliers and shifts
+            flash["requantization"] += 8 * self.t(self.outputs[0]).shape[-1]
+        return flash
+
+    def report(self) -> dict:
+        r = super().report()
+        if self.dsp:
+            flash = self.dsp_flash()
+            r["dsp_weight_bytes"] = flash["weights"] + flash["biases"]
+            r["dsp_requantization_bytes"] = flash["requantization"]
+        return r
 
     def weighted_call(self, ptr) -> str:
         n = self.name
@@ -72,11 +129,13 @@ class WeightedOp(Op):
         if not self.dsp:
             return portable
         scratch = f", {self.scratch}" if self.scratch_bytes else ""
-        return (f"\n#if TX_DSP_KERNELS\n  dsp::{self.kernel}{self.dsp_template}({n}_params, {n}_dsp, {ptr(self.op.inputs[0])}, "
+        kernel = self.dsp_kernel or self.kernel
+        return (f"\n#if TX_DSP_KERNELS\n  dsp::{kernel}{self.dsp_template}({n}_params, {n}_dsp, {ptr(self.op.inputs[0])}, "
                 f"{ptr(self.outputs[0])}{scratch});\n#else\n  {portable}\n#endif")
 
     dsp = False  # set by check() when a DSP variant exists for this op's shapes
-    dsp_template = ""  # the sub-byte DSP kernels' template arguments (packed_template)
+    dsp_kernel = ""  # the DSP kernel's name where it is not the portable one's
+    dsp_template = ""  # the DSP kernel's template arguments (packed_template, the int8 stream's group count)
 
     def packed_template(self, mode: int, taps: int | None = None) -> str:
         """Template arguments of the sub-byte DSP kernel this layer calls (kernels.h): bits, [unrolled taps,]
@@ -122,16 +181,18 @@ class WeightedOp(Op):
         return bias, mults
 
     def gemm_dsp_definitions(self, w: np.ndarray, bias: Tensor | None, mults, run_bytes: int) -> str:
-        """GemmDspParams for CONV_2D and FULLY_CONNECTED; w: int8 [channels, products]; run_bytes: see
-        gemm_filter."""
-        words, k_padded = gemm_filter(w, run_bytes)
+        """GemmDspParams (GemmPackedDspParams) for CONV_2D and FULLY_CONNECTED; w: [channels, products];
+        run_bytes: see gemm_rows."""
         fq = self.fast_requant(w, bias.data if bias is not None else None, mults)
         table, fast, mode, bias = fq.definition, fq.table, fq.mode, fq.bias
+        self.dsp_mode = mode
         n = self.name
         if self.bits < 8:
+            words, k_padded = gemm_filter16(w, run_bytes)
             self.dsp_template = self.packed_template(mode)
             if mode == 1 and w.shape[0] % 2 == 0:
                 packed = pack_pair_words(words, self.bits).reshape(w.shape[0] // 2, -1)
+                self.stream_split = (4 * packed.size, 4 * len(w), 8 * len(w))
                 stream = stream_words(bias.astype(np.int64) << (16 - self.bits), packed, fq.rows)
                 return (c_array("uint32_t", f"{n}_stream", stream) +
                         f"static const GemmPackedDspParams {n}_dsp = {{{w.shape[1]}, {k_padded}, {self.bits}, "
@@ -140,14 +201,58 @@ class WeightedOp(Op):
                     c_array("int32_t", f"{n}_bias32", padded_bias(bias) << (16 - self.bits)) + table +
                     f"static const GemmPackedDspParams {n}_dsp = {{{w.shape[1]}, {k_padded}, "
                     f"{self.bits}, {fast}, {n}_filter4, {n}_bias32, {mode}}};\n")
-        if mode == 1 and w.shape[0] % 2 == 0:
+        if self.stream6:
+            rows = gemm_rows(w, run_bytes)
+            stream, segments = gemm_stream6(rows, bias, fq.rows, self.output_zero_point())
+            out_c = len(rows)
+            self.stream_split = (rows.size, 4 * out_c, 8 * out_c)  # weights, 2 * bias, multiplier and channel
+            self.dsp_kernel = "conv_stream_s8"
+            entries = ", ".join(f"{{dsp::gemm_stream6<{rows.shape[1] // 4}, {e}, {out_c}>, {count}, {rounding}}}"
+                                for e, count, rounding in segments)
+            return (c_array("uint32_t", f"{n}_stream", stream) +
+                    f"static const Stream6Segment {n}_segments[] = {{{entries}}};\n"
+                    f"static const GemmDspParams {n}_dsp = {{{w.shape[1]}, {rows.shape[1]}, nullptr, nullptr, nullptr, "
+                    f"{mode}, {n}_stream, {n}_segments, {len(segments)}, {self.padded_bytes}}};\n")
+        if mode == 1 and w.shape[0] % 2 == 0:  # the two-pixel stream
+            _, k_padded = gemm_filter(w, run_bytes)
+            self.stream_split = (len(w) * k_padded, 4 * len(w), 8 * len(w))
             return (c_array("uint32_t", f"{n}_stream", gemm_stream(w, bias, fq.rows, run_bytes)) +
                     f"static const GemmDspParams {n}_dsp = {{{w.shape[1]}, {k_padded}, nullptr, nullptr, nullptr, "
                     f"{mode}, {n}_stream}};\n")
-        return (c_array("uint32_t", f"{n}_filter16", words) + c_array("int32_t", f"{n}_bias32", padded_bias(bias)) +
+        words, k_padded = gemm_filter(w, run_bytes)
+        return (c_array("uint32_t", f"{n}_filter8", words) + c_array("int32_t", f"{n}_bias32", padded_bias(bias)) +
                 table + f"static const GemmDspParams {n}_dsp = {{{w.shape[1]}, {k_padded}, "
-                f"{fast}, {n}_filter16, {n}_bias32, {mode}}};\n")
+                f"{fast}, {n}_filter8, {n}_bias32, {mode}}};\n")
 
+    stream6 = False  # CONV_2D on the int8 stream (gemm_stream.h), decided by check()
+
+    def output_zero_point(self) -> int:
+        return zp_of(self.t(self.outputs[0]))
+
+    def clamps(self) -> bool:
+        """Whether the fused activation clamps inside int8's range (the streams' requantization does not)."""
+        out = self.t(self.outputs[0])
+        lo, hi = activation_range(self.op.options.fusedActivationFunction, scale_of(out), zp_of(out))
+        return lo > -128 or hi < 127
+
+    def takes_stream6(self, w: np.ndarray, bias: np.ndarray | None, mults: list[tuple[int, int]], run_bytes: int) -> bool:
+        """The six-pixel stream's conditions (tinyexit/dsp_streams.h gemm_stream6): int8 weights, fast_mode 1,
+        no clamp, at most MAX_STREAM6_GROUPS groups, outputs 5 * out_c bytes apart at most 4095 (immediate
+        offsets), and every channel's rounding offset (1 + 2 * zero point) << ~shift below 2^30."""
+        if (self.bits != 8 or self.clamps() or gemm_products(w.shape[1], run_bytes) > 4 * MAX_STREAM6_GROUPS
+                or 5 * w.shape[0] > 4095):
+            return False
+        fq = self.fast_requant(w, bias, mults)
+        return fq.mode == 1 and all(abs(rounding_offset(self.output_zero_point(), e1)) < (1 << 30) - 1
+                                    for _, e1 in fq.rows)
+
+
+MAX_STREAM6_GROUPS = 64  # unrolled: k_padded <= 256
+
+
+def rounding_offset(zero_point: int, shift_minus_1: int) -> int:
+    """The int8 stream's per-channel rounding constant: (1 + 2 * output zero point) << ~shift."""
+    return (1 + 2 * zero_point) << shift_minus_1
 
 
 QUARTER = (1 << 30, -1)  # the requantization multiplier 1/4: Q31 0.5 times 2^-1
@@ -176,11 +281,11 @@ def gemm_products(k: int, run_bytes: int) -> int:
     return k // run_bytes * (-(-run_bytes // 4) * 4)
 
 
-def gemm_filter(w: np.ndarray, run_bytes: int) -> tuple[np.ndarray, int]:
-    """int8 [channels, products] -> the DSP GEMM's widened filter (kernels.h GemmDspParams) as uint32 words,
-    and k_padded. The products in the order the kernels gather them (dsp/column.h): runs of run_bytes inputs
-    contiguous in memory, each read as whole words (the bytes past its end get zero weights), each group of
-    4 in SXTB16's order."""
+def gemm_filter16(w: np.ndarray, run_bytes: int) -> tuple[np.ndarray, int]:
+    """[channels, products] -> int16 pair-words (the order kernels.h's sub-byte GEMM words pack, see
+    pack_pair_words) as uint32 words, and k_padded. The products in the order the kernels gather them
+    (dsp/column.h): runs of run_bytes inputs contiguous in memory, each read as whole words (the bytes past
+    its end get zero weights), each group of 4 in SXTB16's order (0, 2, 1, 3)."""
     channels, k = w.shape
     runs, run_words = k // run_bytes, -(-run_bytes // 4)
     k_padded = -(-gemm_products(k, run_bytes) // 8) * 8
@@ -193,12 +298,55 @@ def gemm_filter(w: np.ndarray, run_bytes: int) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(blocks).astype("<i2").view("<u4").reshape(-1), k_padded
 
 
+def gemm_rows(w: np.ndarray, run_bytes: int) -> np.ndarray:
+    """int8 [channels, products] -> int8 [channels, gemm_products]: the products in the order the DSP kernels
+    gather them (dsp/column.h), runs of run_bytes inputs each padded with zero weights to whole words."""
+    channels, k = w.shape
+    runs, run_words = k // run_bytes, -(-run_bytes // 4)
+    rows = np.zeros((channels, runs, run_words * 4), np.int8)
+    rows[:, :, :run_bytes] = np.asarray(w, np.int8).reshape(channels, runs, run_bytes)
+    return rows.reshape(channels, -1)
+
+
+def gemm_filter(w: np.ndarray, run_bytes: int) -> tuple[np.ndarray, int]:
+    """int8 [channels, products] -> GemmDspParams::filter (kernels.h) as uint32 words, and k_padded: per channel
+    pair and group of 4 products, channel 0's 4 weights then channel 1's, one byte each in product order."""
+    rows = gemm_rows(w, run_bytes)
+    channels = len(rows)
+    k_padded = -(-rows.shape[1] // 8) * 8
+    padded = np.zeros((channels + channels % 2, k_padded), np.int8)
+    padded[:channels, :rows.shape[1]] = rows
+    blocks = padded.reshape(-1, 2, k_padded // 4, 4).transpose(0, 2, 1, 3)  # [pair][group][channel][4]
+    return np.ascontiguousarray(blocks).view("<u4").reshape(-1), k_padded
+
+
 def gemm_stream(w: np.ndarray, bias: np.ndarray, table: list[list[int]], run_bytes: int) -> np.ndarray:
-    """The stream of dsp/gemm_stream.h for a layer of even channel count whose channels all shift right
-    (fast_mode 1; table: its [multiplier, ~shift] rows): per channel pair 2 * bias0, 2 * bias1, the pair's
-    gemm_filter words with every weight doubled, multiplier0, ~shift0, multiplier1, ~shift1."""
-    words, k_padded = gemm_filter(2 * w.astype(np.int16), run_bytes)
-    return stream_words(2 * np.asarray(bias, np.int64), words.reshape(len(w) // 2, k_padded), table)
+    """The two-pixel int8 stream of dsp/gemm_stream.h for a layer of even channel count whose channels all shift
+    right (fast_mode 1; table: its [multiplier, ~shift] rows): per channel pair 2 * bias0, 2 * bias1, the pair's
+    gemm_filter words, multiplier0, ~shift0, multiplier1, ~shift1 (the kernel doubles the inputs)."""
+    words, k_padded = gemm_filter(w, run_bytes)
+    return stream_words(2 * np.asarray(bias, np.int64), words.reshape(len(w) // 2, k_padded // 2), table)
+
+
+def gemm_stream6(rows: np.ndarray, bias: np.ndarray, table: list[list[int]],
+                 zero_point: int) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+    """The six-pixel int8 stream of tinyexit/dsp_streams.h for a layer whose channels all shift right (fast_mode
+    1; table: its [multiplier, ~shift] rows); rows: gemm_rows. The channels ordered by shift, per channel: first
+    weight word, 2 * bias, the other weight words, multiplier, 2 * channel (+ 1 on a segment's last channel).
+    Returns the stream and the segments as (shift, channels, rounding offset)."""
+    channels = len(rows)
+    words = np.ascontiguousarray(rows).view("<u4").astype(np.int64)  # [channels, groups]
+    shifts = [e1 + 1 for _, e1 in table]
+    order = sorted(range(channels), key=lambda ch: (shifts[ch], ch))
+    parts, segments = [], []
+    for e in sorted(set(shifts)):
+        members = [ch for ch in order if shifts[ch] == e]
+        for i, ch in enumerate(members):
+            code = 2 * ch + (i == len(members) - 1)
+            parts.append(np.concatenate([words[ch, :1], [2 * int(bias[ch])], words[ch, 1:], [table[ch][0], code]]))
+        segments.append((e, len(members), rounding_offset(zero_point, e - 1)))
+    stream = np.concatenate(parts).astype(np.int64)
+    return (stream & 0xFFFFFFFF).astype(np.uint32), segments
 
 
 def stream_words(bias: np.ndarray, filter_words: np.ndarray, table: list[list[int]]) -> np.ndarray:
@@ -309,24 +457,31 @@ class ConvOp(WeightedOp):
                      stride=(1, o.strideH), dilation=(1, dh), pad=(0, pad_h))
         return g
 
+    def multipliers(self) -> list[tuple[int, int]]:
+        """(multiplier, shift) per output channel: input scale x filter scale / output scale."""
+        inp, w, out = self.t(self.op.inputs[0]), self.t(self.op.inputs[1]), self.t(self.op.outputs[0])
+        scales = np.broadcast_to(w.scale, (self.geometry()["output"][3],))
+        return [quantize_multiplier(scale_of(inp) * f32(s) / scale_of(out)) for s in scales]
+
     def definitions(self) -> str:
+        if self.generated is None:
+            self.generated = self.generate_definitions()
+        return self.generated
+
+    def generate_definitions(self) -> str:
         o = self.op.options
         inp, w, out = self.t(self.op.inputs[0]), self.t(self.op.inputs[1]), self.t(self.op.outputs[0])
         bias = self.t(self.op.inputs[2]) if len(self.op.inputs) > 2 and self.op.inputs[2] >= 0 else None
         g = self.geometry()
-        out_c = g["output"][3]
-        scales = np.broadcast_to(w.scale, (out_c,))
-        mults = [quantize_multiplier(scale_of(inp) * f32(s) / scale_of(out)) for s in scales]
+        mults = self.multipliers()
         lo, hi = activation_range(o.fusedActivationFunction, scale_of(out), zp_of(out))
         dm = getattr(o, "depthMultiplier", 1) or 1
-        n = self.name
+        dsp = "#if TX_DSP_KERNELS\n" + self.dsp_definitions(w, bias, mults) + "#endif\n" if self.dsp else ""
         text = self.weight_arrays(w, bias, mults)
-        text += (f"static const ConvParams {n}_params = {{{shape4(g['input'])}, {shape4(g['filter'])}, "
-                 f"{shape4(g['output'])}, {g['stride'][0]}, {g['stride'][1]}, {g['dilation'][0]}, {g['dilation'][1]}, "
-                 f"{g['pad'][0]}, {g['pad'][1]}, {dm}, {-zp_of(inp)}, {zp_of(out)}, {lo}, {hi}, {n}_mult, {n}_shift}};\n")
-        if self.dsp:
-            text += "#if TX_DSP_KERNELS\n" + self.dsp_definitions(w, bias, mults) + "#endif\n"
-        return text
+        text += self.params("ConvParams", f"{shape4(g['input'])}, {shape4(g['filter'])}, {shape4(g['output'])}, "
+                            f"{g['stride'][0]}, {g['stride'][1]}, {g['dilation'][0]}, {g['dilation'][1]}, {g['pad'][0]}, "
+                            f"{g['pad'][1]}, {dm}, {-zp_of(inp)}, {zp_of(out)}, {lo}, {hi}")
+        return text + dsp
 
     def check(self):
         w = self.t(self.op.inputs[1])
@@ -341,6 +496,35 @@ class ConvOp(WeightedOp):
         _, _, kw, channels = g["filter"]
         self.run_bytes = channels * (kw if g["dilation"][1] == 1 else 1)
         self.scratch_bytes = gemm_scratch_bytes(k, self.run_bytes) if self.dsp else 0
+        if self.dsp and self.bits == 8:
+            self.stream6 = self.takes_stream6(w.data.reshape(w.shape[0], -1), _bias_data(self.op, self.graph),
+                                              self.multipliers(), self.run_bytes)
+            if self.stream6:  # six pixels' columns, where it is small a padded copy of the input, and the
+                # last pixels' outputs when fewer than six
+                _, out_h, out_w, out_c = g["output"]
+                pixels = g["output"][0] * out_h * out_w
+                self.padded_bytes = self.padded_copy_bytes()
+                self.scratch_bytes = (12 * gemm_products(k, self.run_bytes) + self.padded_bytes +
+                                      (6 * out_c if pixels % 6 else 0))
+                # (a 1x1 filter here reads each pixel's inputs before it writes that pixel's outputs, later pixels
+                # untouched: in-place safe, but the portable kernel the same plan serves is not)
+
+    padded_bytes = 0  # kernels.h GemmDspParams::padded_bytes
+    PADDED_COPY_LIMIT = 2048  # bytes: larger inputs gather their border pixels from the input itself
+
+    def padded_copy_bytes(self) -> int:
+        """The size of the input copy with its padding written out (dsp/column.h padded_input) where the layer
+        pads and the copy is at most PADDED_COPY_LIMIT bytes, else 0."""
+        g = self.geometry()
+        n, _, _, c = g["input"]
+        _, kh, kw, _ = g["filter"]
+        _, out_h, out_w, _ = g["output"]
+        if g["pad"] == (0, 0):
+            return 0
+        h = (out_h - 1) * g["stride"][0] + (kh - 1) * g["dilation"][0] + 1
+        w = (out_w - 1) * g["stride"][1] + (kw - 1) * g["dilation"][1] + 1
+        size = 4 * -(-(n * h * w * c) // 4) + 4  # + the reads past its end
+        return size if size <= self.PADDED_COPY_LIMIT else 0
 
     def dsp_definitions(self, w: Tensor, bias: Tensor | None, mults) -> str:
         return self.gemm_dsp_definitions(unpacked_values(w).reshape(w.shape[0], -1), bias, mults, self.run_bytes)
@@ -352,6 +536,7 @@ class ConvOp(WeightedOp):
 class DepthwiseConvOp(ConvOp):
     kernel = "depthwise_conv_s8"
     merges_rows = False
+    planar = False  # the plane kernel (takes_plane)
 
     def check(self):
         w = self.t(self.op.inputs[1])
@@ -365,6 +550,29 @@ class DepthwiseConvOp(ConvOp):
         if self.dsp and self.bits < 8:  # inputs are raw int8 here: the offset is folded into the bias
             taps = unpacked_values(w).reshape(-1, w.shape[3])
             self.dsp = packed_dsp_exact(taps.T, 128, self.bits, self.folded_bias(taps))
+        self.planar = self.takes_plane(w, dm)
+        if self.planar:
+            self.dsp = True
+            self.scratch_bytes = 4 * PLANE_ROW_BYTES * (self.t(self.outputs[0]).shape[1] + 2)  # 4 channels' planes
+            # (with one strip per row a group of 4 channels is read whole into its planes before its outputs are
+            # written, the other channels untouched: in-place safe, but the portable kernel is not)
+
+    def takes_plane(self, w: Tensor, dm: int) -> bool:
+        """The plane kernel's conditions (kernels.h DepthwisePlaneParams): an int8 3x3 filter at stride 1 without
+        dilation, depth multiplier 1, every channel's shift right by 1..31 with its rounding offset below 2^30
+        (fast_mode 1), no activation clamp, a strip's outputs at most 4095 bytes apart."""
+        o = self.op.options
+        if (self.bits != 8 or dm != 1 or tuple(w.shape[1:3]) != (3, 3) or (o.strideH, o.strideW) != (1, 1)
+                or (getattr(o, "dilationHFactor", 1) or 1) != 1 or (getattr(o, "dilationWFactor", 1) or 1) != 1
+                or self.clamps()):
+            return False
+        taps = w.data.reshape(9, -1).astype(np.int64)
+        fq = self.fast_requant(taps.T, _bias_data(self.op, self.graph), self.multipliers())
+        if fq.mode != 1 or np.any(np.abs(self.folded_bias(taps, fq.bias)) >= (1 << 30)):  # 2 * folded bias: int32
+            return False
+        widest = min(6, self.t(self.outputs[0]).shape[2])  # the strips' stores: immediate offsets
+        return (widest - 1) * taps.shape[1] <= 4095 and all(
+            e1 + 1 <= 31 and abs(rounding_offset(self.output_zero_point(), e1)) < (1 << 30) - 1 for _, e1 in fq.rows)
 
     def folded_bias(self, taps: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
         """bias (default: the layer's) + input_offset * (sum of the channel's weights); taps: [kh * kw, channels]."""
@@ -378,11 +586,13 @@ class DepthwiseConvOp(ConvOp):
         zp_in = zp_of(self.t(self.op.inputs[0]))
         fq = self.fast_requant(taps.T, None if bias is None else bias.data, mults)
         table, fast, mode, b = fq.definition, fq.table, fq.mode, fq.bias
+        self.dsp_mode = mode
         folded = self.folded_bias(taps, b)
         if np.any(np.abs(folded) >= (1 << 31)):
             raise TinyexitError(f"{self.graph.source}: {self.op.op} bias '{bias.name}' overflows when folded")
+        if self.planar:
+            return self.plane_definitions(taps, folded, fq.rows)
         groups = taps.reshape(kh * kw, c // 4, 4)[:, :, GROUP_ORDER].transpose(1, 0, 2)  # [group][tap][4]
-        widened = np.ascontiguousarray(groups).astype("<i2").reshape(-1).view("<u4")
         n = self.name
         if self.bits < 8:
             taps_per_word = 8 // self.bits
@@ -399,24 +609,57 @@ class DepthwiseConvOp(ConvOp):
                     c_array("int8_t", f"{n}_padding", np.full(c, zp_in, np.int8)) + table +
                     f"static const DepthwisePackedDspParams {n}_dsp = {{{self.bits}, {fast}, {n}_filter4, {n}_bias32, "
                     f"{n}_padding, {mode}}};\n")
+        # int8: per group of 4 channels and tap one word, the channels' weights in order (kernels.h)
+        words = np.ascontiguousarray(taps.reshape(kh * kw, c // 4, 4).transpose(1, 0, 2).astype(np.int8)).view("<u4")
         if mode == 1 and kh * kw in (3, 5, 9):
-            doubled = (2 * np.ascontiguousarray(groups)).astype("<i2").reshape(c // 4, -1).view("<u4")
-            return self.depthwise_stream(2 * folded, doubled, fq.rows, zp_in, f"DepthwiseDspParams {n}_dsp = {{")
-        return (c_array("uint32_t", f"{n}_filter16", widened) +
+            return self.depthwise_stream(folded, words.reshape(c // 4, -1), fq.rows, zp_in,
+                                         f"DepthwiseDspParams {n}_dsp = {{")
+        return (c_array("uint32_t", f"{n}_filter8", words) +
                 c_array("int32_t", f"{n}_bias32", folded.astype(np.int32)) +
                 c_array("int8_t", f"{n}_padding", np.full(c, zp_in, np.int8)) + table +
-                f"static const DepthwiseDspParams {n}_dsp = {{{fast}, {n}_filter16, {n}_bias32, {n}_padding, {mode}}};\n")
+                f"static const DepthwiseDspParams {n}_dsp = {{{fast}, {n}_filter8, {n}_bias32, {n}_padding, {mode}}};\n")
+
+    def plane_definitions(self, taps: np.ndarray, folded: np.ndarray, rows: list[list[int]]) -> str:
+        """DepthwisePlaneParams: each channel's 9 weights, [2 * folded bias, multiplier, rounding offset], and its
+        routine (depthwise_strip<strip width, shift>) by the shift's index among the layer's."""
+        n, channels = self.name, taps.shape[1]
+        shifts = [e1 + 1 for _, e1 in rows]
+        variants = sorted(set(shifts))
+        zp = self.output_zero_point()
+        quant = np.array([[2 * int(folded[ch]), rows[ch][0], rounding_offset(zp, rows[ch][1])] for ch in range(channels)],
+                         np.int64)
+        text = (c_array("int8_t", f"{n}_taps", taps.T.astype(np.int8)) +
+                c_array("int32_t", f"{n}_quant", quant.astype(np.int32)) +
+                c_array("uint8_t", f"{n}_variant", np.array([variants.index(e) for e in shifts], np.uint8)))
+        out_w = self.t(self.outputs[0]).shape[2]
+        tables = []
+        for name, width in ((f"{n}_strips", 6 if out_w >= 6 else 0), (f"{n}_tails", out_w % 6)):
+            if width:
+                fns = ", ".join(f"dsp::depthwise_strip<{width}, {e}, {channels}>" for e in variants)
+                text += f"static const DepthwiseStripFn {name}[] = {{{fns}}};\n"
+            tables.append(name if width else "nullptr")
+        fill = "nullptr"
+        pad_w, in_w = self.geometry()["pad"][1], self.t(self.op.inputs[0]).shape[2]
+        if out_w <= 6 and channels % 4 == 0 and (pad_w + in_w - 1) * channels <= 4095:
+            fill = f"dsp::depthwise_fill<{pad_w}, {pad_w + in_w}, {channels}>"  # one strip per row, written out
+        self.dsp_kernel = "depthwise_plane_s8"
+        return text + (f"static const DepthwisePlaneParams {n}_dsp = {{{n}_taps, {n}_quant, {n}_variant, "
+                       f"{tables[0]}, {tables[1]}, {fill}}};\n")
 
     def depthwise_stream(self, bias: np.ndarray, filter_words: np.ndarray, rows: list[list[int]], zp_in: int,
                          params: str) -> str:
         """The stream of dsp/depthwise_stream.h (biases as the kernel starts from them, the filter words of each
         group of 4 channels, the [multiplier, ~shift] rows) and the params struct `params` opens."""
         n, groups = self.name, len(filter_words)
+        self.stream_split = (4 * filter_words.size, 16 * groups, 32 * groups)
         stream = np.concatenate([bias.reshape(groups, 4), filter_words.astype(np.int64),
                                  np.array(rows, np.int64).reshape(groups, 8)], axis=1)
         return (c_array("uint32_t", f"{n}_stream", (stream & 0xFFFFFFFF).astype(np.uint32)) +
                 c_array("int8_t", f"{n}_padding", np.full(4 * groups, zp_in, np.int8)) +
                 f"static const {params}nullptr, nullptr, nullptr, {n}_padding, 1, {n}_stream}};\n")
+
+
+PLANE_ROW_BYTES = 16  # dsp/depthwise_plane.h: 8 int16 per plane row
 
 
 class FullyConnectedOp(WeightedOp):
@@ -433,6 +676,11 @@ class FullyConnectedOp(WeightedOp):
         self.scratch_bytes = gemm_scratch_bytes(w.shape[1], w.shape[1]) if self.dsp else 0
 
     def definitions(self) -> str:
+        if self.generated is None:
+            self.generated = self.generate_definitions()
+        return self.generated
+
+    def generate_definitions(self) -> str:
         inp, w, out = self.t(self.op.inputs[0]), self.t(self.op.inputs[1]), self.t(self.op.outputs[0])
         bias = self.t(self.op.inputs[2]) if len(self.op.inputs) > 2 and self.op.inputs[2] >= 0 else None
         units, depth = w.shape
@@ -440,13 +688,11 @@ class FullyConnectedOp(WeightedOp):
         scales = np.broadcast_to(w.scale, (units,))
         mults = [quantize_multiplier(scale_of(inp) * f32(s) / scale_of(out)) for s in scales]
         lo, hi = activation_range(self.op.options.fusedActivationFunction, scale_of(out), zp_of(out))
-        n = self.name
+        dsp = ("#if TX_DSP_KERNELS\n" + self.gemm_dsp_definitions(unpacked_values(w), bias, mults, depth) + "#endif\n"
+               if self.dsp else "")
         text = self.weight_arrays(w, bias, mults)
-        text += (f"static const FullyConnectedParams {n}_params = {{{batches}, {depth}, {units}, {-zp_of(inp)}, "
-                 f"{zp_of(out)}, {lo}, {hi}, {n}_mult, {n}_shift}};\n")
-        if self.dsp:
-            text += "#if TX_DSP_KERNELS\n" + self.gemm_dsp_definitions(unpacked_values(w), bias, mults, depth) + "#endif\n"
-        return text
+        text += self.params("FullyConnectedParams", f"{batches}, {depth}, {units}, {-zp_of(inp)}, {zp_of(out)}, {lo}, {hi}")
+        return text + dsp
 
     def call(self, ptr) -> str:
         return self.weighted_call(ptr)

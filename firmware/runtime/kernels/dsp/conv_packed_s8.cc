@@ -12,7 +12,7 @@ void conv_packed_s8(const ConvParams& p, const GemmPackedDspParams& d, const int
                     void* scratch) {
   uint32_t* cols = static_cast<uint32_t*>(scratch);
   const int32_t out_c = p.output.c;
-  const Gatherer gather(p, d.k_padded, input, cols);
+  const Gatherer<2, false> gather(p, d.k_padded, input, cols);
   if (kMode == kRightShiftRequant && d.stream != nullptr) {
     StreamJob job = stream_job(cols, d.k_padded, out_c, p.output_offset, p.act_min, p.act_max);
     for_pixel_pairs(p, gather, [&](int32_t first, bool pair) {

@@ -56,9 +56,10 @@ namespace tx::dsp {
   "smlatt r6, r12, r10, r6\n"                                                       \
   "smlabb r5, r9, r11, r5\n"                                                        \
   "smlatt r7, r9, r11, r7\n"
-#define TX_DW_TAP8 TX_DW_TAP_WITH("ldrd r10, r11, [r0], #8\n")
+#define TX_DW_TAP8 TX_DW_TAP_WITH("ldr r11, [r0], #4\n" "sxtb16 r10, r11\n" "sxtb16 r11, r11, ror #8\n")
 
-// int8, r3 offsets and lr the outputs' end in registers: 9 instructions per tap and 4 channels, 32 per group.
+// int8, r3 offsets and lr the outputs' end in registers: 11 instructions per tap and 4 channels, 36 per group
+// (the sums doubled to 2 * acc before the requantization).
 #define TX_DW_INT8(TAPS)                                                                                       \
   __attribute__((naked)) void depthwise_pixel8_##TAPS(const uint32_t*, int8_t*, intptr_t,                     \
                                                        const DepthwiseStreamJob&) {                            \
@@ -70,6 +71,10 @@ namespace tx::dsp {
                  "ldmia r0!, {r4, r5, r6, r7}\n" /* the doubled biases */                                      \
                  "mov r8, r3\n"                                                                                \
                  ".rept " #TAPS "\n" TX_DW_TAP8 ".endr\n"                                                      \
+                 "lsl r4, r4, #1\n"                                                                            \
+                 "lsl r5, r5, #1\n"                                                                            \
+                 "lsl r6, r6, #1\n"                                                                            \
+                 "lsl r7, r7, #1\n"                                                                            \
                  TX_DW_FINISH("cmp r1, lr\n"                                                                   \
                               "bne 2b\n"                                                                       \
                               "add sp, #12\n"                                                                  \
@@ -135,8 +140,8 @@ void pixel(const uint32_t* stream, int8_t* out, intptr_t base, const DepthwiseSt
     for (int32_t t = 0; t < kTaps; ++t) {
       uint32_t w_even, w_odd;
       if (kBits == 8) {
-        w_even = stream[0], w_odd = stream[1];
-        stream += 2;
+        w_even = sxtb16(stream[0]), w_odd = sxtb16_ror8(stream[0]);
+        stream += 1;
       } else {
         const int32_t u = t % taps_per_word;
         w_even = (stream[0] << (2 * kBits * u)) & mask;
@@ -152,7 +157,8 @@ void pixel(const uint32_t* stream, int8_t* out, intptr_t base, const DepthwiseSt
     }
     int32_t v[4];
     for (int i = 0; i < 4; ++i) {  // requantize_fast with the doubling already in the accumulator
-      const int32_t s = smmulr(acc[i] >> (kBits == 8 ? 0 : 15 - kBits), static_cast<int32_t>(stream[2 * i]));
+      const int32_t acc2 = kBits == 8 ? static_cast<int32_t>(static_cast<uint32_t>(acc[i]) << 1) : acc[i] >> (15 - kBits);
+      const int32_t s = smmulr(acc2, static_cast<int32_t>(stream[2 * i]));
       v[i] = ssat8_asr1(((s + (s >> 31)) >> static_cast<int32_t>(stream[2 * i + 1])) + job.round_offset);
     }
     stream += 8;

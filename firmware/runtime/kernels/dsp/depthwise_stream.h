@@ -3,11 +3,10 @@
 // each from one stream the code generator writes (DepthwiseDspParams::stream), products, requantization and
 // store in one piece of assembly with every value in a register.
 //
-// Stream, per group of 4 channels: 2 * folded bias of channels 0..3; per tap the two words of
-// DepthwiseDspParams::filter with every weight doubled; multiplier and ~shift of channels 0..3. The doubled
-// weights give the accumulators 2 * acc, the operand dsp.h's requantize_fast starts from. With 4- or 2-bit
-// weights: the biases times 2^(16 - bits) and the group's DepthwisePackedDspParams::filter words, the sums
-// shifted back to 2 * acc before the requantization.
+// Stream, per group of 4 channels: the folded biases of channels 0..3; per tap the int8 word of
+// DepthwiseDspParams::filter; multiplier and ~shift of channels 0..3. The sums are doubled to the 2 * acc
+// dsp.h's requantize_fast starts from. With 4- or 2-bit weights: the biases times 2^(16 - bits) and the
+// group's DepthwisePackedDspParams::filter words, the sums shifted back to 2 * acc before the requantization.
 #pragma once
 
 #include "gemm.h"

@@ -13,7 +13,7 @@ void fully_connected_packed_s8(const FullyConnectedParams& p, const GemmPackedDs
   const Requantization q{p.multiplier, p.shift, p.output_offset, p.act_min, p.act_max};
   const bool streamed = kMode == kRightShiftRequant && d.stream != nullptr;
   StreamJob job = stream_job(cols, d.k_padded, p.units, p.output_offset, p.act_min, p.act_max);
-  for_row_pairs(p, d.k_padded, input, cols, [&](int32_t first, bool pair) {
+  for_row_pairs<false>(p, d.k_padded, input, cols, [&](int32_t first, bool pair) {
     int8_t* out = output + first * p.units;
     if (streamed) {
       if (!pair) job.b_offset = 0;

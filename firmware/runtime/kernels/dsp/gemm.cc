@@ -7,54 +7,48 @@ namespace tx::dsp {
 namespace {
 
 // sums[0..3] = bias + the products of (pixel a, channel 0 of the pair), (a, 1), (b, 0), (b, 1); returns
-// where the next pair's filter starts. Out of line and free of other work: with more values live around
-// it, GCC runs out of registers for the hand-scheduled loop.
+// where the next pair's filter starts. Per group of 4 products the filter holds channel 0's 4 int8 weights
+// then channel 1's (kernels.h GemmDspParams::filter): SXTB16 widens products 0, 2 and, rotated, 1, 3, the
+// order of the column words. Out of line and free of other work: with more values live around it, GCC runs
+// out of registers for the hand-scheduled loop.
 __attribute__((noinline)) const uint32_t* dot_pair(const uint32_t* cols, const uint32_t* cols_end,
                                                    const uint32_t* w, const int32_t* bias, int32_t* sums) {
   int32_t a0 = bias[0], a1 = bias[1], b0 = a0, b1 = a1;
 #if defined(__ARM_FEATURE_DSP) && defined(__thumb2__)
-  // Per 4 products: one LDM of both pixels' inputs, one LDM per channel's weights, 8 SMLAD (16 MACs).
-  // Written out so the loads stay LDMs: instruction count is what this path is measured by.
+  // Per 4 products: one LDM of both pixels' inputs, per channel one weight word and two SXTB16, 8 SMLAD
+  // (16 MACs). Written out so the loads stay LDMs: instruction count is what this path is measured by.
   const uint32_t* c = cols;
+  uint32_t even;
+#define TX_DOT_CHANNEL(A, B)                 \
+  "ldr r6, [%[w]], #4\n"                    \
+  "sxtb16 %[e], r6\n"                       \
+  "sxtb16 r6, r6, ror #8\n"                 \
+  "smlad %[" A "], r2, %[e], %[" A "]\n"    \
+  "smlad %[" B "], r4, %[e], %[" B "]\n"    \
+  "smlad %[" A "], r3, r6, %[" A "]\n"      \
+  "smlad %[" B "], r5, r6, %[" B "]\n"
   asm volatile(
       "1:\n"
+      ".rept 2\n"
       "ldmia %[c]!, {r2, r3, r4, r5}\n"
-      "ldmia %[w]!, {r6, r8}\n"
-      "smlad %[a0], r2, r6, %[a0]\n"
-      "smlad %[b0], r4, r6, %[b0]\n"
-      "smlad %[a0], r3, r8, %[a0]\n"
-      "smlad %[b0], r5, r8, %[b0]\n"
-      "ldmia %[w]!, {r6, r8}\n"
-      "smlad %[a1], r2, r6, %[a1]\n"
-      "smlad %[b1], r4, r6, %[b1]\n"
-      "smlad %[a1], r3, r8, %[a1]\n"
-      "smlad %[b1], r5, r8, %[b1]\n"
-      "ldmia %[c]!, {r2, r3, r4, r5}\n"
-      "ldmia %[w]!, {r6, r8}\n"
-      "smlad %[a0], r2, r6, %[a0]\n"
-      "smlad %[b0], r4, r6, %[b0]\n"
-      "smlad %[a0], r3, r8, %[a0]\n"
-      "smlad %[b0], r5, r8, %[b0]\n"
-      "ldmia %[w]!, {r6, r8}\n"
-      "smlad %[a1], r2, r6, %[a1]\n"
-      "smlad %[b1], r4, r6, %[b1]\n"
-      "smlad %[a1], r3, r8, %[a1]\n"
-      "smlad %[b1], r5, r8, %[b1]\n"
+      TX_DOT_CHANNEL("a0", "b0") TX_DOT_CHANNEL("a1", "b1")
+      ".endr\n"
       "cmp %[c], %[end]\n"
       "bne 1b\n"
-      : [a0] "+r"(a0), [a1] "+r"(a1), [b0] "+r"(b0), [b1] "+r"(b1), [c] "+r"(c), [w] "+r"(w)
+      : [a0] "+r"(a0), [a1] "+r"(a1), [b0] "+r"(b0), [b1] "+r"(b1), [c] "+r"(c), [w] "+r"(w), [e] "=&r"(even)
       : [end] "r"(cols_end)
-      : "r2", "r3", "r4", "r5", "r6", "r8", "cc", "memory");
+      : "r2", "r3", "r4", "r5", "r6", "cc", "memory");
+#undef TX_DOT_CHANNEL
 #else
-  for (const uint32_t* c = cols; c < cols_end; c += 4, w += 4) {
-    a0 = smlad(c[0], w[0], a0);
-    b0 = smlad(c[2], w[0], b0);
-    a0 = smlad(c[1], w[1], a0);
-    b0 = smlad(c[3], w[1], b0);
-    a1 = smlad(c[0], w[2], a1);
-    b1 = smlad(c[2], w[2], b1);
-    a1 = smlad(c[1], w[3], a1);
-    b1 = smlad(c[3], w[3], b1);
+  for (const uint32_t* c = cols; c < cols_end; c += 4, w += 2) {
+    a0 = smlad(c[0], sxtb16(w[0]), a0);
+    b0 = smlad(c[2], sxtb16(w[0]), b0);
+    a0 = smlad(c[1], sxtb16_ror8(w[0]), a0);
+    b0 = smlad(c[3], sxtb16_ror8(w[0]), b0);
+    a1 = smlad(c[0], sxtb16(w[1]), a1);
+    b1 = smlad(c[2], sxtb16(w[1]), b1);
+    a1 = smlad(c[1], sxtb16_ror8(w[1]), a1);
+    b1 = smlad(c[3], sxtb16_ror8(w[1]), b1);
   }
 #endif
   sums[0] = a0, sums[1] = a1, sums[2] = b0, sums[3] = b1;

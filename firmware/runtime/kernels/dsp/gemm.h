@@ -1,6 +1,7 @@
 // Shared by the DSP CONV_2D and FULLY_CONNECTED kernels: two output pixels at a time against every output
-// channel, two channels at a time, from int16 operands (inputs widened with their offset added, filters
-// widened at generation time), so one SMLAD does two multiply-accumulates and each loaded word is used twice.
+// channel, two channels at a time, from int16 operands (inputs widened with their offset added into the column
+// buffer, int8 filter words widened in registers with SXTB16), so one SMLAD does two multiply-accumulates and
+// each widened weight is used twice.
 #pragma once
 
 #include <cstdint>

@@ -1,17 +1,20 @@
-// The DSP GEMM for layers whose requantization is the short right-shift one (fast_mode 1) and whose channel
-// count is even, the common case: everything a channel pair needs lies in one stream the code generator
-// writes (GemmDspParams::stream), so one pointer walks it and the whole channel loop, products,
-// requantization and stores, is one piece of assembly with every value in a register.
-//
-// Stream, per channel pair: 2 * bias0, 2 * bias1; the k_padded filter words of gemm.h's layout with every
-// weight doubled; multiplier0, ~shift0, multiplier1, ~shift1. The doubled weights give the accumulators
-// 2 * acc directly, the operand dsp.h's requantize_fast starts from (|acc| < 2^30 is proven).
+// The two-pixel DSP GEMMs for layers whose requantization is the short right-shift one (fast_mode 1): everything
+// a channel pair needs lies in one stream the code generator writes (GemmDspParams::stream,
+// GemmPackedDspParams::stream), so one pointer walks it and the whole channel loop, products, requantization
+// and stores, is one piece of assembly with every value in a register. (The six-pixel int8 stream of CONV_2D
+// is tinyexit/dsp_streams.h's.)
 #pragma once
 
 #include "gemm.h"
 
 namespace tx::dsp {
 
+// Two output pixels against a channel pair at a time (gemm_stream.cc): FULLY_CONNECTED and TRANSPOSE_CONV
+// with int8 weights (even channel count), and the sub-byte layers (gemm_packed.h's scheme). Stream, per
+// channel pair: the two biases as the kernel starts from them; the pair's filter words (int8: GemmDspParams::
+// filter's, the inputs doubled in the column buffer and the biases doubled; sub-byte: GemmPackedDspParams::
+// filter's, the biases times 2^(16 - bits), the sums shifted back to 2 * acc, the code generator proving
+// 2^(16 - bits) * |acc| < 2^31); multiplier0, ~shift0, multiplier1, ~shift1.
 struct StreamJob {            // read by the assembly: the field order is its layout
   const uint32_t* cols;       // the column buffer (two pixels), k_padded words
   const uint32_t* cols_end;
@@ -23,9 +26,6 @@ struct StreamJob {            // read by the assembly: the field order is its la
 
 // Both pixels' outputs for every channel, pixel a's at out.
 void gemm_stream(const uint32_t* stream, int8_t* out, const StreamJob& job);
-// The same with 4- and 2-bit filters: the pair's filter words are its GemmPackedDspParams::filter words
-// and its biases are 2^(16 - bits) times the layer's; the sums are shifted back to 2 * acc before the
-// requantization (the code generator proves 2^(16 - bits) * |acc| < 2^31).
 void gemm_stream_packed4(const uint32_t* stream, int8_t* out, const StreamJob& job);
 void gemm_stream_packed2(const uint32_t* stream, int8_t* out, const StreamJob& job);
 
@@ -33,10 +33,8 @@ template <int32_t kBits>
 inline void gemm_stream_bits(const uint32_t* stream, int8_t* out, const StreamJob& job) {
   if constexpr (kBits == 4) {
     gemm_stream_packed4(stream, out, job);
-  } else if constexpr (kBits == 2) {
-    gemm_stream_packed2(stream, out, job);
   } else {
-    gemm_stream(stream, out, job);
+    gemm_stream_packed2(stream, out, job);
   }
 }
 

@@ -18,8 +18,9 @@ inline void phase_range(int32_t r, int32_t pad, int32_t stride, int32_t size, in
 
 // Calls multiply(out_a, out_b) for the phase's output pixels two at a time after gathering their columns;
 // out_b nullptr: an odd last pixel (slot 1 stale, its results dropped).
-template <typename Multiply>
-void for_phase_pairs(const TransposeConvParams& p, int32_t ry, int32_t rx, const Gatherer& gather, int8_t* output,
+template <bool kDoubled, typename Multiply>
+void for_phase_pairs(const TransposeConvParams& p, int32_t ry, int32_t rx, const Gatherer<2, kDoubled>& gather,
+                     int8_t* output,
                      Multiply&& multiply) {
   int32_t m0, m1, n0, n1;
   phase_range(ry, p.pad_h, p.stride_h, p.output.h, m0, m1);
@@ -66,7 +67,7 @@ __attribute__((noinline)) void run(const TransposeConvParams& p, const Transpose
     for (int32_t rx = 0; rx < p.stride_w; ++rx) {
       const GemmDspParams& g = d.phases[ry * p.stride_w + rx];
       const ConvParams c = phase_conv(p, ry, rx);
-      for_phase_pairs(p, ry, rx, Gatherer(c, g.k_padded, input, cols), output, [&](int8_t* out_a, int8_t* out_b) {
+      for_phase_pairs(p, ry, rx, Gatherer<>(c, g.k_padded, input, cols), output, [&](int8_t* out_a, int8_t* out_b) {
         gemm_pair<kMode, kClamp>(g, q, p.output.c, cols, out_a, out_b);
       });
     }
@@ -81,7 +82,9 @@ __attribute__((noinline)) void run_stream(const TransposeConvParams& p, const Tr
       const GemmDspParams& g = d.phases[ry * p.stride_w + rx];
       const ConvParams c = phase_conv(p, ry, rx);
       StreamJob job = stream_job(cols, g.k_padded, p.output.c, p.output_offset, -128, 127);
-      for_phase_pairs(p, ry, rx, Gatherer(c, g.k_padded, input, cols), output, [&](int8_t* out_a, int8_t* out_b) {
+      // the stream's inputs doubled (gemm_stream.h)
+      for_phase_pairs(p, ry, rx, Gatherer<2, true>(c, g.k_padded, input, cols), output,
+                      [&](int8_t* out_a, int8_t* out_b) {
         job.b_offset = out_b != nullptr ? static_cast<int32_t>(out_b - out_a) : 0;
         gemm_stream(g.stream, out_a, job);
       });
