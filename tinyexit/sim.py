@@ -38,6 +38,9 @@ def _sample(xs: list[np.ndarray], i: int):
     return [a[i] for a in xs] if len(xs) > 1 else xs[0][i]
 
 
+NO_EXIT_SAMPLES = 20  # the no-exit pass (each stage's count, every early exit off) runs on the first ones
+
+
 def _infer_each(dev, xs: list[np.ndarray], every: bool, bar) -> list:
     """Every sample through the firmware's own exit policy, in order: one harness.Inference each."""
     runs = []
@@ -53,7 +56,7 @@ def _no_exit_pass(dev, xs: list[np.ndarray], info: dict, profile_layers: bool) -
     if early:
         dev.set_policy(early)
     return [dev.infer(_sample(xs, i), with_output=False, profile=profile_layers and i == 0)
-            for i in range(min(len(xs[0]), 20))]
+            for i in range(min(len(xs[0]), NO_EXIT_SAMPLES))]
 
 
 def _summarise(info: dict, label: str, y, runs: list, full_runs: list, outputs: list[dict] | None, every: bool,
@@ -121,37 +124,72 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+class LocalPool:
+    """The default executor of run_parallel: `jobs` threads on this machine. Threads suffice: each waits on
+    its own emulator (or host) process's socket. Any object with the same map() will do (helper: cluster)."""
+
+    def __init__(self, jobs: int):
+        self.jobs = jobs
+
+    def map(self, fn, arg_tuples: list[tuple]) -> list:
+        """[fn(*args) for args in arg_tuples], run side by side, in order."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max(1, min(self.jobs, len(arg_tuples)))) as pool:
+            return list(pool.map(lambda args: fn(*args), arg_tuples))
+
+
+def run_shard(target: str, binary: Path, xs: list[np.ndarray], every: bool, no_exit_xs: list[np.ndarray] | None,
+              profile_layers: bool, on_progress=None) -> tuple[dict, list, list, dict]:
+    """One instance of the firmware over one shard of the inputs: a module-level function on plain picklable
+    data, so any executor (threads, processes, a cluster) can run it. xs: one array per model input, the shard's
+    samples; every: collect every output of the (one-stage) model; no_exit_xs: the samples of the no-exit pass
+    (None: not this shard); on_progress(k): called as samples complete (local runs only; None elsewhere).
+    Returns (INFO before, harness.Inference per sample, the no-exit pass's Inferences, INFO after)."""
+    from tinyexit.harness import firmware
+
+    progress = on_progress or (lambda k: None)
+    with firmware(target, binary) as dev:
+        info = dev.info()
+        part, _ = _check_samples(info, xs)
+        runs = _infer_each(dev, part, every and info["stages"] == 1, _Counter(progress))
+        full_runs = _no_exit_pass(dev, no_exit_xs, info, profile_layers) if no_exit_xs is not None else []
+        return info, runs, full_runs, dev.info()
+
+
+class _Counter:
+    """A tqdm-like update(k) over a plain callback."""
+
+    def __init__(self, callback):
+        self.update = callback
+
+
 def run_parallel(target: str, binary: Path, x: np.ndarray | list[np.ndarray], y: np.ndarray | None, label: str,
                  jobs: int | None = None, progress: bool = True, profile_layers: bool = False,
-                 outputs: list[dict] | None = None) -> tuple[dict, dict, list[dict]]:
+                 outputs: list[dict] | None = None, executor=None) -> tuple[dict, dict, list[dict]]:
     """run_samples over `jobs` instances of the same firmware (QEMU or host processes; default: the cores
     available), each on a contiguous shard of the inputs, merged in input order. Counts per sample are the
     same as with one instance (deterministic under -icount). The last instance also runs the no-exit pass on
-    the first samples, so the summary matches one job's. Returns (result, summary, each instance's INFO after
-    its run)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from tinyexit.harness import firmware
-
+    the first samples, so the summary matches one job's. executor: runs the shards, any object whose
+    `map(fn, list_of_argument_tuples)` returns [fn(*args) ...] in order (default: LocalPool(jobs), threads
+    here, with a progress bar per sample; elsewhere the bar moves per shard). Returns (result, summary, each
+    instance's INFO after its run)."""
     xs = list(x) if isinstance(x, (list, tuple)) else [x]
     n = len(xs[0])
     jobs = max(1, min(jobs or available_cores(), n))
     shards = np.array_split(np.arange(n), jobs)
-
-    def run_shard(k: int, bar):
-        # threads suffice: each one waits on its own emulator process's socket
-        with firmware(target, binary) as dev:
-            info = dev.info()
-            part, _ = _check_samples(info, [a[shards[k]] for a in xs])
-            runs = _infer_each(dev, part, outputs is not None and info["stages"] == 1, bar)
-            full_runs = _no_exit_pass(dev, xs, info, profile_layers) if k == jobs - 1 else []
-            return info, runs, full_runs, dev.info()
-
-    with _progress_bar(n, label, progress) as bar, ThreadPoolExecutor(jobs) as pool:
-        done = list(pool.map(lambda k: run_shard(k, bar), range(jobs)))
+    every = outputs is not None
+    no_exit_xs = [a[:NO_EXIT_SAMPLES] for a in xs]
+    with _progress_bar(n, label, progress) as bar:
+        local = executor is None
+        tasks = [(target, Path(binary), [a[idx] for a in xs], every, no_exit_xs if k == jobs - 1 else None,
+                  profile_layers, bar.update if local else None) for k, idx in enumerate(shards)]
+        done = (executor or LocalPool(jobs)).map(run_shard, tasks)
+        if not local:
+            bar.update(n)
     info = done[0][0]
     runs = [r for _, shard_runs, _, _ in done for r in shard_runs]
-    every = outputs is not None and info["stages"] == 1
+    every = every and info["stages"] == 1
     result, summary = _summarise(info, label, y, runs, done[-1][2], outputs, every, profile_layers)
     return result, summary, [after for *_, after in done]
 
