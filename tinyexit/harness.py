@@ -14,8 +14,9 @@ import numpy as np
 
 from tinyexit.errors import TinyexitError
 
-SYNC, VERSION, REPLY, ERROR = 0xA5, 2, 0x80, 0x7F
+SYNC, VERSION, REPLY, ERROR = 0xA5, 3, 0x80, 0x7F
 INFO, INFER, SET_POLICY, PROFILE = 0x01, 0x02, 0x03, 0x04
+SET_OFFLOAD, RESUME = 0x06, 0x07
 ERRORS = {1: "bad checksum", 2: "oversized frame", 3: "unknown command", 4: "wrong input size",
           5: "bad version", 6: "truncated frame", 7: "bad argument"}
 
@@ -48,6 +49,28 @@ class Inference:
     output: np.ndarray | None
     layer_cycles: list[int] | None = None
     outputs: list[np.ndarray] | None = None  # every output of the last stage run (all_outputs=True), int8
+    offload: Offload | None = None  # the device stopped at `exit` and sent this for the edge
+
+
+@dataclass
+class Offload:
+    """What an offloading device sent: the encoded cut (cut -1: the model input; k: stage k's features)."""
+    cut: int
+    codec: int           # tinyexit.edge.codec kind (0 raw)
+    values: int          # int8 values in the cut tensor
+    encode_cycles: int   # included in the stage's cycles
+    data: bytes
+
+
+@dataclass(frozen=True)
+class OffloadSetting:
+    """One exit's offload setting (SET_OFFLOAD)."""
+    enabled: bool
+    cut: int = -1
+    codec: int = 0
+    zero_point: int = 0
+    shift: int = 0
+    signed_codes: bool = False
 
 
 class Device:
@@ -110,12 +133,27 @@ class Device:
                 "input_sizes": input_sizes, "outputs": b[102 + 4 * n_inputs], "stack_used": stack_used}
 
     def infer(self, x: np.ndarray | list[np.ndarray], with_output: bool = True, profile: bool = False,
-              all_outputs: bool = False) -> Inference:
-        """x: one sample, or one array per model input (sent one after the other)."""
+              all_outputs: bool = False, may_offload: bool = False) -> Inference:
+        """x: one sample, or one array per model input (sent one after the other). may_offload: an exit
+        set for offload (set_offload) that is not confident stops the run and returns `offload`."""
         parts = x if isinstance(x, (list, tuple)) else [x]
         data = b"".join(np.asarray(p, np.int8).tobytes() for p in parts)
-        flags = (1 if with_output else 0) | (2 if all_outputs else 0)
-        body = self.request(PROFILE if profile else INFER, bytes([flags]) + data)
+        flags = (1 if with_output else 0) | (2 if all_outputs else 0) | (4 if may_offload else 0)
+        return self._parse_run(self.request(PROFILE if profile else INFER, bytes([flags]) + data), profile,
+                               all_outputs)
+
+    def resume(self, with_output: bool = True) -> Inference:
+        """The device's own answer for the sample it just offloaded (runs the stages after the cut)."""
+        return self._parse_run(self.request(RESUME, bytes([1 if with_output else 0])), False, False)
+
+    def set_offload(self, settings: dict[int, OffloadSetting]) -> None:
+        """Per early exit: offload or not, the cut and its codec (all off after reset)."""
+        self.request(SET_OFFLOAD, b"".join(
+            struct.pack("<BBbBbBB", e, int(s.enabled), s.cut, s.codec, s.zero_point, s.shift, int(s.signed_codes))
+            for e, s in settings.items()))
+
+    @staticmethod
+    def _parse_run(body: bytes, profile: bool, all_outputs: bool) -> Inference:
         exit_, cls, conf, stages = struct.unpack("<BBHB", body[:5])
         cycles = list(struct.unpack(f"<{stages}I", body[5:5 + 4 * stages]))
         pos = 5 + 4 * stages
@@ -134,7 +172,11 @@ class Device:
                 (size,) = struct.unpack("<H", body[pos:pos + 2])
                 outputs.append(np.frombuffer(body[pos + 2:pos + 2 + size], np.int8).copy())
                 pos += 2 + size
-        return Inference(exit_, cls, conf, cycles, output, layer_cycles, outputs)
+        offload = None
+        if body[pos]:
+            cut, codec, values, encode_cycles, size = struct.unpack("<bBIIH", body[pos + 1:pos + 13])
+            offload = Offload(cut, codec, values, encode_cycles, bytes(body[pos + 13:pos + 13 + size]))
+        return Inference(exit_, cls, conf, cycles, output, layer_cycles, outputs, offload)
 
     def set_policy(self, thresholds: dict[int, int]) -> None:
         self.request(SET_POLICY, b"".join(struct.pack("<BH", e, t) for e, t in thresholds.items()))

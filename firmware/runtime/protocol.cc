@@ -12,10 +12,13 @@ namespace {
 constexpr int32_t kHeader = 4;  // version, command, length
 
 // One frame in, one frame out, sized by the generated model (TX_MAX_* come from the build): the receive
-// buffer holds the largest legal request (INFER + input), the reply the largest answer (PROFILE).
+// buffer holds the largest legal request (INFER + input), the reply the largest answer (PROFILE) but the
+// tensors, which go out from where they are.
 alignas(4) uint8_t rx[kHeader + 1 + TX_MAX_INPUT_BYTES + 2];
 alignas(4) uint8_t tx_buf[128 + kMaxStages * 4 + TX_MAX_OUTPUT_BYTES + TX_NUM_LAYERS * 4 + 2 * kMaxOutputs];
 uint32_t layer_cycles[TX_NUM_LAYERS];
+// An offloaded cut, encoded: one smaller than the raw input is sent, else the raw input (runtime.h).
+alignas(4) uint8_t offload_buf[TX_MAX_INPUT_BYTES];
 
 struct Writer {
   uint8_t* p;
@@ -80,20 +83,21 @@ void reply_info() {
   send(kInfo | kReplyBit, tx_buf, w.p - tx_buf);
 }
 
-void reply_infer(uint8_t command, const uint8_t* payload, uint32_t size) {
+void reply_run(uint8_t command, uint8_t flags, bool resumed) {
   const ModelInfo& m = model();
-  if (size != 1 + static_cast<uint32_t>(m.input_size)) return send_error(command, kWrongInputSize);
-  const bool with_output = payload[0] & 1, all_outputs = payload[0] & 2;
-  const uint8_t* in = payload + 1;
-  for (int32_t k = 0; k < m.num_inputs; ++k) {
-    for (int32_t i = 0; i < m.inputs[k].size; ++i) m.inputs[k].data[i] = static_cast<int8_t>(*in++);
-  }
+  const bool with_output = flags & 1, all_outputs = flags & 2, may_offload = flags & 4;
   const bool profile = command == kProfile;
   if (profile) {
     for (int32_t i = 0; i < m.num_layers; ++i) layer_cycles[i] = 0;
   }
   InferResult r{};
-  infer(&r, profile ? layer_cycles : nullptr);
+  if (resumed) {
+    if (!resume(&r, nullptr)) return send_error(command, kBadArgument);
+  } else {
+    // the raw input stays in rx: the arena may reuse the input tensor's bytes before an offload needs them
+    const OffloadBuffers buffers{reinterpret_cast<const int8_t*>(rx + kHeader + 1), offload_buf, static_cast<int32_t>(sizeof(offload_buf))};
+    infer(&r, profile ? layer_cycles : nullptr, may_offload ? &buffers : nullptr);
+  }
   Writer w{tx_buf};
   w.u8(r.exit_index);
   w.u8(r.predicted_class);
@@ -108,24 +112,73 @@ void reply_infer(uint8_t command, const uint8_t* payload, uint32_t size) {
     w.u16(m.num_layers);
     for (int32_t i = 0; i < m.num_layers; ++i) w.u32(layer_cycles[i]);
   }
-  if (!all_outputs) return send(command | kReplyBit, tx_buf, w.p - tx_buf);
-  const StageInfo& last = m.stages[r.stages_run - 1];
-  w.u8(last.num_outputs);
-  // [fixed fields] then per output: its size (in tx_buf, after the fixed fields) and its bytes (the arena)
-  Part parts[1 + 2 * kMaxOutputs];
-  const uint8_t* fixed_end = w.p;
-  size_t total = fixed_end - tx_buf;
-  parts[0] = {tx_buf, total};
-  for (int32_t i = 0; i < last.num_outputs; ++i) {
-    uint8_t* size_field = w.p;
-    w.u16(last.outputs[i].size);
-    parts[1 + 2 * i] = {size_field, 2};
-    parts[2 + 2 * i] = {reinterpret_cast<const uint8_t*>(last.outputs[i].data),
-                        static_cast<size_t>(last.outputs[i].size)};
-    total += 2 + last.outputs[i].size;
+  // Fields accumulate in tx_buf; tensors go out straight from the arena or the encode buffer.
+  Part parts[4 + 2 * kMaxOutputs];
+  int count = 0;
+  size_t total = 0;
+  const uint8_t* mark = tx_buf;
+  auto add = [&](const uint8_t* data, size_t n) { parts[count++] = {data, n}; total += n; };
+  auto flush = [&]() { if (w.p > mark) add(mark, w.p - mark); mark = w.p; };
+  if (all_outputs) {
+    const StageInfo& last = m.stages[r.stages_run - 1];
+    w.u8(last.num_outputs);
+    for (int32_t i = 0; i < last.num_outputs; ++i) {
+      w.u16(last.outputs[i].size);
+      flush();
+      add(reinterpret_cast<const uint8_t*>(last.outputs[i].data), last.outputs[i].size);
+    }
   }
+  w.u8(r.offloaded);
+  if (r.offloaded) {
+    w.u8(static_cast<uint8_t>(r.cut));
+    w.u8(r.codec_kind);
+    w.u32(r.cut_values);
+    w.u32(r.encode_cycles);
+    w.u16(r.sent_size);
+    flush();
+    add(r.sent, r.sent_size);
+  }
+  flush();
   if (total > 0xFFFF) return send_error(command, kBadArgument);
-  send_parts(command | kReplyBit, parts, 1 + 2 * last.num_outputs);
+  send_parts(command | kReplyBit, parts, count);
+}
+
+void reply_infer(uint8_t command, const uint8_t* payload, uint32_t size) {
+  const ModelInfo& m = model();
+  if (size != 1 + static_cast<uint32_t>(m.input_size)) return send_error(command, kWrongInputSize);
+  const uint8_t* in = payload + 1;
+  for (int32_t k = 0; k < m.num_inputs; ++k) {
+    for (int32_t i = 0; i < m.inputs[k].size; ++i) m.inputs[k].data[i] = static_cast<int8_t>(*in++);
+  }
+  reply_run(command, payload[0], false);
+}
+
+void reply_resume(const uint8_t* payload, uint32_t size) {
+  if (size != 1 || payload[0] & ~3u) return send_error(kResume, kBadArgument);
+  reply_run(kResume, payload[0], true);
+}
+
+// [exit, enabled, cut, codec, zero point, shift, codec flags] x n; everything validated before anything changes.
+void reply_set_offload(const uint8_t* payload, uint32_t size) {
+  constexpr uint32_t kEntry = 7;
+  const ModelInfo& m = model();
+  if (size == 0 || size % kEntry != 0) return send_error(kSetOffload, kBadArgument);
+  for (uint32_t i = 0; i < size; i += kEntry) {
+    const uint8_t* e = payload + i;
+    const int32_t cut = static_cast<int8_t>(e[2]);
+    if (e[0] >= m.num_exits || e[1] > 1 || e[3] > 3 || e[5] > 8 || e[6] > 1) {
+      return send_error(kSetOffload, kBadArgument);
+    }
+    const ExitInfo& x = m.exits[e[0]];
+    if (e[1] && (x.final || (cut != -1 && cut != x.stage))) return send_error(kSetOffload, kBadArgument);
+  }
+  OffloadConfig* configs = offload_configs();
+  for (uint32_t i = 0; i < size; i += kEntry) {
+    const uint8_t* e = payload + i;
+    configs[e[0]] = {e[1] == 1, static_cast<int8_t>(e[2]), e[3], static_cast<int8_t>(e[4]),
+                     static_cast<int8_t>(e[5]), e[6] == 1};
+  }
+  send(kSetOffload | kReplyBit, nullptr, 0);
 }
 
 void reply_set_policy(const uint8_t* payload, uint32_t size) {
@@ -196,6 +249,8 @@ void serve() {
       case kInfer:
       case kProfile: reply_infer(command, payload, size); break;
       case kSetPolicy: reply_set_policy(payload, size); break;
+      case kSetOffload: reply_set_offload(payload, size); break;
+      case kResume: reply_resume(payload, size); break;
       default: send_error(command, kUnknownCommand);
     }
   }

@@ -43,21 +43,67 @@ int32_t exit_score_q15(const ExitInfo& x, int32_t* predicted_class) {
   }
 }
 
-void infer(InferResult* r, uint32_t* layer_cycles) {
+namespace {
+
+OffloadConfig offloads[kMaxStages];  // by exit; all off at reset
+InferResult pending;                 // the last run, when it offloaded and nothing ran since
+bool resumable = false;
+
+int32_t min32(int32_t a, int32_t b) { return a < b ? a : b; }
+
+// kRaw only until the feature codecs land (tx::codec::encode); -1: does not fit, or not supported.
+int32_t encode(const OffloadConfig& c, const int8_t* data, int32_t n, uint8_t* out, int32_t capacity) {
+  if (c.codec_kind != 0 || n > capacity) return -1;
+  for (int32_t i = 0; i < n; ++i) out[i] = static_cast<uint8_t>(data[i]);
+  return n;
+}
+
+// Encodes exit `e`'s cut for the edge; the raw input goes instead when the encoding is not smaller.
+void encode_cut(const ModelInfo& m, const OffloadConfig& c, const OffloadBuffers& b, InferResult* r) {
+  const uint32_t start = platform::cycles();
+  r->offloaded = true;
+  r->cut = -1;
+  r->codec_kind = 0;
+  r->cut_values = m.input_size;
+  r->sent = reinterpret_cast<const uint8_t*>(b.raw_input);
+  r->sent_size = m.input_size;
+  if (c.cut >= 0 || c.codec_kind != 0) {
+    const TensorRef* cut = c.cut >= 0 ? &m.stages[c.cut].outputs[0] : nullptr;
+    const int8_t* data = cut ? cut->data : b.raw_input;
+    const int32_t n = cut ? cut->size : m.input_size;
+    const int32_t size = encode(c, data, n, b.encoded, min32(b.capacity, m.input_size - 1));
+    if (size >= 0) {
+      r->cut = c.cut;
+      r->codec_kind = c.codec_kind;
+      r->cut_values = n;
+      r->sent = b.encoded;
+      r->sent_size = size;
+    }
+  }
+  r->encode_cycles = platform::cycles() - start;
+}
+
+// Stages from `first` on until an exit takes the sample or (with `offload`) one marked for offload is not
+// confident of it.
+void run_from(int32_t first, InferResult* r, uint32_t* layer_cycles, const OffloadBuffers* offload) {
   const ModelInfo& m = model();
-  r->stages_run = 0;
-  for (int32_t k = 0; k < m.num_stages; ++k) {
+  for (int32_t k = first; k < m.num_stages; ++k) {
     const StageInfo& stage = m.stages[k];
     const uint32_t start = platform::cycles_aligned();
     stage.run(layer_cycles ? layer_cycles + stage.first_layer : nullptr);
-    int32_t taken = -1, cls = 0, conf = 0;
+    int32_t taken = -1, tested = -1, cls = 0, conf = 0;
     for (int32_t e = 0; e < m.num_exits && taken < 0; ++e) {
       const ExitInfo& x = m.exits[e];
       if (x.stage != k) continue;
+      tested = e;
       conf = exit_score_q15(x, &cls);
       if (x.final || conf >= x.threshold_q15) taken = e;
     }
-    r->stage_cycles[k] = platform::cycles() - start;  // the exit test is part of the stage's cost
+    if (taken < 0 && tested >= 0 && offload && offloads[tested].enabled) {
+      encode_cut(m, offloads[tested], *offload, r);
+      taken = tested;
+    }
+    r->stage_cycles[k] = platform::cycles() - start;  // the exit test (and encoding) is part of the stage's cost
     r->stages_run = k + 1;
     if (taken >= 0) {
       const ExitInfo& x = m.exits[taken];
@@ -69,6 +115,31 @@ void infer(InferResult* r, uint32_t* layer_cycles) {
       return;
     }
   }
+}
+
+}  // namespace
+
+OffloadConfig* offload_configs() { return offloads; }
+
+void infer(InferResult* r, uint32_t* layer_cycles, const OffloadBuffers* offload) {
+  r->stages_run = 0;
+  r->offloaded = false;
+  r->encode_cycles = 0;
+  resumable = false;
+  run_from(0, r, layer_cycles, offload);
+  if (r->offloaded) {
+    pending = *r;
+    resumable = true;
+  }
+}
+
+bool resume(InferResult* r, uint32_t* layer_cycles) {
+  if (!resumable) return false;
+  resumable = false;
+  *r = pending;
+  r->offloaded = false;
+  run_from(pending.stages_run, r, layer_cycles, nullptr);
+  return true;
 }
 
 }  // namespace tx

@@ -54,17 +54,50 @@ struct ModelInfo {
 
 const ModelInfo& model();
 
+// Device->edge offload, per exit (SET_OFFLOAD; all off at reset): a sample this exit is not confident of
+// stops here and its cut goes to the edge instead of the later stages running on the device.
+struct OffloadConfig {
+  bool enabled;
+  int32_t cut;             // -1: the model input; else the exit's stage: its features (outputs[0])
+  uint8_t codec_kind;      // tx::codec::Kind
+  int8_t codec_zero_point; // the cut tensor's zero point
+  int8_t codec_shift;      // requantizing codecs: 0..8
+  bool codec_signed;       // requantizing codecs: two's complement codes around the zero point
+};
+
+OffloadConfig* offload_configs();  // kMaxStages entries, indexed by exit
+
+// Where an offloaded cut is encoded: the model input as the host sent it (the arena may have reused its
+// bytes) and room for the encoded cut. An encoded cut not smaller than the raw input sends the raw input.
+struct OffloadBuffers {
+  const int8_t* raw_input;  // model().input_size bytes
+  uint8_t* encoded;
+  int32_t capacity;         // at least model().input_size
+};
+
 struct InferResult {
   int32_t exit_index, predicted_class, confidence_q15, stages_run;
-  uint32_t stage_cycles[kMaxStages];
-  const int8_t* output;   // the logits of the exit taken
+  uint32_t stage_cycles[kMaxStages];  // the offloading stage's count includes the encoding
+  const int8_t* output;   // the logits of the exit taken (offloaded: of the exit that was not confident)
   int32_t output_size;
+  bool offloaded;         // stopped at exit_index (not confident, offload on): `sent` is for the edge
+  int32_t cut;            // what was sent: -1 the model input, k stage k's features
+  uint8_t codec_kind;     // how it was encoded (kRaw when the raw input replaced a larger encoding)
+  int32_t cut_values;     // int8 values in the cut tensor
+  const uint8_t* sent;    // the encoded bytes (in OffloadBuffers or the raw input)
+  int32_t sent_size;
+  uint32_t encode_cycles; // the encoding's share of stage_cycles[exit stage]
 };
 
 // Predicted class (lowest index among ties) and the exit's Q15 policy score, exactly as tinyexit/policy.py.
 int32_t exit_score_q15(const ExitInfo& x, int32_t* predicted_class);
 
-// Runs stages on model().inputs until an exit takes the sample. layer_cycles: null or num_layers entries.
-void infer(InferResult* result, uint32_t* layer_cycles);
+// Runs stages on model().inputs until an exit takes the sample, or (with `offload`) until an exit marked for
+// offload is not confident of it. layer_cycles: null or num_layers entries.
+void infer(InferResult* result, uint32_t* layer_cycles, const OffloadBuffers* offload = nullptr);
+
+// After an infer() that offloaded, and nothing else ran: the device's own answer, running the stages after
+// the cut (the edge did not answer). false when there is no such run. Stage counts include the first part.
+bool resume(InferResult* result, uint32_t* layer_cycles);
 
 }  // namespace tx
