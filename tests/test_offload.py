@@ -13,7 +13,7 @@ import pytest
 
 from tinyexit import manifest as mf
 from tinyexit.firmware_build import build
-from tinyexit.harness import (ERROR, INFO, SET_OFFLOAD, Device, DeviceError, OffloadSetting, firmware, frame,
+from tinyexit.harness import (ERROR, INFER, INFO, RESUME, SET_OFFLOAD, Device, DeviceError, OffloadSetting, firmware, frame,
                               host_firmware)
 from tinyexit.paths import PROJECT_ROOT
 from tinyexit.policy import NEVER
@@ -40,7 +40,8 @@ def example():
 
 @pytest.fixture(scope="module")
 def host_fw(tmp_path_factory):
-    return build(EXAMPLE, "host", tmp_path_factory.mktemp("offload_host"))
+    """Under AddressSanitizer/UBSan: every host test here also checks the new paths touch no wrong byte."""
+    return build(EXAMPLE, "host", tmp_path_factory.mktemp("offload_host"), sanitize=True)
 
 
 def features_setting(m, codec=0) -> OffloadSetting:
@@ -124,6 +125,28 @@ def test_bad_offload_settings_and_resume_without_an_offload_are_refused(host_fw,
         with pytest.raises(DeviceError) as err:
             dev.resume()
         assert err.value.code == 7
+
+
+def test_fuzzed_offload_frames_are_all_answered(host_fw, example):
+    """Random SET_OFFLOAD / INFER (with any flags) / RESUME frames: no crash, no hang, each one answered."""
+    m, x, _, _ = example
+    rng = np.random.default_rng(5)
+    with host_firmware(host_fw.binary, timeout=10) as dev:
+        for i in range(600):
+            pick = rng.integers(3)
+            if pick == 0:
+                n = int(rng.integers(0, 4))
+                payload = bytes(rng.integers(0, 256, 7 * n, dtype=np.uint8))
+                if rng.random() < 0.5 and n:  # mostly plausible entries, so some apply
+                    payload = struct.pack("<BBbBbBB", 0, 1, int(rng.choice([-1, 0])), int(rng.integers(4)),
+                                          int(rng.integers(-128, 128)), int(rng.integers(9)), int(rng.integers(2)))
+                dev.link.write(frame(SET_OFFLOAD, payload))
+            elif pick == 1:
+                dev.link.write(frame(INFER, bytes([int(rng.integers(256))]) + x[i % len(x)].tobytes()))
+            else:
+                dev.link.write(frame(RESUME, bytes(rng.integers(0, 256, int(rng.integers(0, 3)), dtype=np.uint8))))
+            dev.read_frame()
+        assert dev.info()["task"] == "har"
 
 
 def test_a_version_2_host_gets_the_version_error(host_fw):

@@ -1,3 +1,4 @@
+#include "tinyexit/codec.h"
 #include "tinyexit/platform.h"
 #include "tinyexit/runtime.h"
 
@@ -51,11 +52,9 @@ bool resumable = false;
 
 int32_t min32(int32_t a, int32_t b) { return a < b ? a : b; }
 
-// kRaw only until the feature codecs land (tx::codec::encode); -1: does not fit, or not supported.
 int32_t encode(const OffloadConfig& c, const int8_t* data, int32_t n, uint8_t* out, int32_t capacity) {
-  if (c.codec_kind != 0 || n > capacity) return -1;
-  for (int32_t i = 0; i < n; ++i) out[i] = static_cast<uint8_t>(data[i]);
-  return n;
+  codec::Params p{static_cast<codec::Kind>(c.codec_kind), c.codec_zero_point, c.codec_shift, c.codec_signed};
+  return codec::encode(p, data, n, out, capacity);  // -1: does not fit
 }
 
 // Encodes exit `e`'s cut for the edge; the raw input goes instead when the encoding is not smaller.
