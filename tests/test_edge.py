@@ -443,3 +443,23 @@ def test_missing_mosquitto_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(broker_mod, "MOSQUITTO_PATHS", ())
     with pytest.raises(TinyexitError, match="setup.sh"):
         PrivateBroker()
+
+
+def test_an_edge_model_answers_raw_inputs_and_stages_answer_cuts(samples):
+    """--edge-model: a plain .tflite on the same input (here the export's unsplit model, whose first output is
+    the early exit's logits) answers cut -1; a cut tensor still runs the export's remaining stages."""
+    from tinyexit.reference import StageInterpreter, load_stages
+
+    unsplit = EXAMPLE_MODEL / "model_int8.tflite"
+    w = Worker(EdgeModel(EXPORT, edge_model=unsplit), "f", "w0")
+    reference = StageInterpreter(unsplit.read_bytes())
+    stage0 = load_stages(w.model.manifest)[0]
+    for x, final_cls in samples[:4]:
+        raw = protocol.Request(1, "d", w.model.hash, -1, 0, x.tobytes()).encode()
+        _, reply = w.handle(raw)
+        assert reply.ok and reply.cls == int(np.argmax(reference(x)[0]))
+        cut = protocol.Request(2, "d", w.model.hash, 0, 0, stage0(x)[0].tobytes()).encode()
+        _, reply = w.handle(cut)
+        assert reply.ok and reply.cls == final_cls
+    with pytest.raises(TinyexitError, match="input"):
+        EdgeModel(EXPORT, edge_model=EXAMPLE_MODEL / "stage_1.tflite")  # another input shape

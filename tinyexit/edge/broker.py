@@ -91,7 +91,7 @@ class PrivateBroker:
         config = self.dir / "mosquitto.conf"
         config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
                           f"log_dest file {self.dir / 'mosquitto.log'}\nlog_type error\nlog_type warning\n"
-                          "max_queued_messages 10000\n")
+                          "max_queued_messages 10000\nset_tcp_nodelay true\n")
         self.proc = subprocess.Popen([self.executable, "-c", str(config)], stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + self.start_timeout
@@ -146,7 +146,15 @@ def new_client(client_id: str | None = None):
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"tinyexit-{uuid.uuid4().hex[:12]}",
                          protocol=mqtt.MQTTv5)
     client.reconnect_delay_set(min_delay=0.1, max_delay=1)
+    client.on_socket_open = _no_delay  # small frames: Nagle + delayed ACKs would add ~40 ms per message
     return client
+
+
+def _no_delay(client, userdata, sock) -> None:
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):
+        pass  # not a TCP socket (e.g. a websocket wrapper)
 
 
 def connect_client(client, url: str, keepalive: int = 10, timeout: float = 5.0, wait: bool = True) -> None:

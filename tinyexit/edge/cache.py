@@ -87,8 +87,9 @@ def distance(a: np.ndarray, b: np.ndarray) -> float:
 class ResultCache:
     """The lookups and statistics; a backend stores entries (`_get_exact`, `_candidates`, `_put`)."""
 
-    def __init__(self, near_threshold: float | None = DEFAULT_NEAR_THRESHOLD):
+    def __init__(self, near_threshold: float | None = DEFAULT_NEAR_THRESHOLD, near_min_confidence_q15: int = 0):
         self.near_threshold = near_threshold
+        self.near_min_confidence_q15 = near_min_confidence_q15  # near hits only from answers this confident
         self.exact_hits = self.near_hits = self.misses = self.foreign = 0
 
     def get(self, model_hash: bytes, cut: int, tensor: np.ndarray, zero_point: int = 0,
@@ -106,6 +107,8 @@ class ResultCache:
             for owner, c, cls, conf, blob in self._candidates(model_hash, cut, bands(model_hash, cut, s)):
                 if owner != model_hash.hex() or c != cut:
                     self.foreign += 1
+                    continue
+                if conf < self.near_min_confidence_q15:
                     continue
                 d = distance(s, np.frombuffer(blob, np.float32))
                 if d <= self.near_threshold and (best is None or d < best.distance):
@@ -145,8 +148,8 @@ class SqliteCache(ResultCache):
     """One file, WAL journal: readers never block the writer; several processes share it."""
 
     def __init__(self, path: str | Path, near_threshold: float | None = DEFAULT_NEAR_THRESHOLD,
-                 capacity: int = 100_000):
-        super().__init__(near_threshold)
+                 capacity: int = 100_000, near_min_confidence_q15: int = 0):
+        super().__init__(near_threshold, near_min_confidence_q15)
         self.path = Path(path)
         self.capacity = capacity
         self._puts = 0
@@ -189,8 +192,9 @@ class RedisCache(ResultCache):
 
     PREFIX = "tinyexit:cache"
 
-    def __init__(self, url: str, near_threshold: float | None = DEFAULT_NEAR_THRESHOLD, ttl_s: int = 24 * 3600):
-        super().__init__(near_threshold)
+    def __init__(self, url: str, near_threshold: float | None = DEFAULT_NEAR_THRESHOLD, ttl_s: int = 24 * 3600,
+                 near_min_confidence_q15: int = 0):
+        super().__init__(near_threshold, near_min_confidence_q15)
         import redis
 
         self.url, self.ttl = url, ttl_s

@@ -95,7 +95,9 @@ def serve(export: str, broker: str | None = None, workers: int = 2, edge_model: 
         if cache == "redis:start":
             private_redis = cache_mod.PrivateRedis().start()
             cache = private_redis.url
-        cache_mod.open_cache(cache).close()  # reachable and writable, before the workers try
+        opened = cache_mod.open_cache(cache)  # reachable and writable, before the workers try
+        if opened is not None:
+            opened.close()
         ids = [f"edge-{fleet}-{i}" for i in range(workers)]
         command = lambda wid: [sys.executable, "-m", "tinyexit.edge.worker", str(export), "--broker", broker,
                                "--fleet", fleet, "--id", wid, "--cache", cache,
