@@ -463,3 +463,21 @@ def test_an_edge_model_answers_raw_inputs_and_stages_answer_cuts(samples):
         assert reply.ok and reply.cls == final_cls
     with pytest.raises(TinyexitError, match="input"):
         EdgeModel(EXPORT, edge_model=EXAMPLE_MODEL / "stage_1.tflite")  # another input shape
+
+
+def test_coded_payloads_are_decoded_or_refused(samples):
+    w = Worker(EdgeModel(EXPORT), "f", "w0")
+    x = samples[0][0]
+    unknown = protocol.Request(1, "d", w.model.hash, -1, 200, x.tobytes()).encode()
+    _, reply = w.handle(unknown)
+    assert reply.status == protocol.BAD_REQUEST and "codec kind 200" in reply.message
+    codec = pytest.importorskip("tinyexit.edge.codec")  # helper "codec"'s module, once it is on main
+    from tinyexit.reference import load_stages
+
+    features = load_stages(w.model.manifest)[0](x)[0]
+    zp = w.model.zero_point_of(0)
+    stream = codec.encode(codec.Params(codec.Kind.LOSSLESS, zp), features)
+    _, reply = w.handle(protocol.Request(2, "d", w.model.hash, 0, int(codec.Kind.LOSSLESS), stream).encode())
+    assert reply.ok and reply.cls == samples[0][1]
+    _, reply = w.handle(protocol.Request(3, "d", w.model.hash, 0, int(codec.Kind.LOSSLESS), stream[:-1]).encode())
+    assert reply.status == protocol.BAD_REQUEST

@@ -14,9 +14,13 @@ MQTT topics (FLEET = --fleet, default "default"; ids are one topic level: 1-64 b
 
 Request (binary, little-endian; struct "<3sBbBHI32sBHI", 51 bytes, then variable parts, then CRC):
   "TXQ" | version u8 (=1) | cut i8 (stage whose features are sent; -1 = the raw model input) | codec u8
-  (0 = raw int8, C order; other kinds: tinyexit.edge.codec) | flags u16 (0) | request id u32 | model sha256
+  (0 raw int8 in C order, 1 lossless, 2 requant 4-bit, 3 requant 2-bit: tinyexit.edge.codec / tx::codec)
+  | flags u16 (0) | request id u32 | model sha256
   (32 bytes: the firmware's INFO hash, tinyexit.codegen.model_hash) | device id length u8 | codec params
   length u16 | payload length u32 || device id (UTF-8) || codec params || payload || CRC-32 u32 of all before.
+  Codec params: empty (the cut tensor's zero point from the manifest, shift 0, unsigned codes) or 3 bytes:
+  zero point i8, shift i8, flags u8 (bit 0: signed codes). The payload must decode to exactly the cut
+  tensor's size using all its bytes.
 Reply (binary; struct "<3sBBBI32shHBH", 49 bytes, then variable parts, then CRC):
   "TXR" | version u8 | status u8 (0 ok, 1 unknown model hash, 2 bad request, 3 edge error) | source u8 (0 edge
   computed it, 1 from the cache) | request id u32 | model sha256 (32) | class i16 | confidence Q15 u16 (the

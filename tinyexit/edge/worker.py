@@ -14,6 +14,7 @@ import os
 import platform
 import queue
 import signal
+import struct
 import sys
 import threading
 import time
@@ -118,7 +119,18 @@ class _EdgeNetwork:
         return _conf_from_probs(y)
 
 
-def decode_payload(request: Request, shape: tuple[int, ...]) -> np.ndarray:
+def codec_params(raw: bytes, zero_point: int) -> tuple[int, int, bool]:
+    """(zero point, shift, signed codes) from a request's codec params: empty = the cut tensor's zero point,
+    shift 0, unsigned codes; else 3 bytes: zero point i8, shift i8, flags u8 (bit 0: signed codes)."""
+    if not raw:
+        return zero_point, 0, False
+    if len(raw) != 3:
+        raise protocol.ProtocolError(f"codec params are {len(raw)} bytes; expected 0 or 3")
+    zp, shift, flags = struct.unpack("<bbB", raw)
+    return zp, shift, bool(flags & 1)
+
+
+def decode_payload(request: Request, shape: tuple[int, ...], zero_point: int = 0) -> np.ndarray:
     """The int8 cut tensor (with its shape) a request carries; ProtocolError when it cannot be decoded."""
     size = int(np.prod(shape))
     if request.codec == protocol.CODEC_RAW:
@@ -126,16 +138,18 @@ def decode_payload(request: Request, shape: tuple[int, ...]) -> np.ndarray:
             raise protocol.ProtocolError(f"raw payload of {len(request.payload)} bytes; cut {request.cut} has {size}")
         return np.frombuffer(request.payload, np.int8).reshape(shape)
     try:
-        from tinyexit.edge import codec  # helper "codec" writes it; imported only when a device uses it
+        from tinyexit.edge import codec  # tinyexit/edge/codec.py (helper "codec"); only when a device uses it
     except ImportError:
         raise protocol.ProtocolError(f"codec kind {request.codec} is not supported by this edge") from None
+    zp, shift, signed = codec_params(request.codec_params, zero_point)
     try:
-        values = np.asarray(codec.decode(request.codec, request.codec_params, request.payload, shape))
-    except Exception as err:  # a codec's own complaint about a damaged payload
+        values, used = codec.decode(codec.Params(request.codec, zp, shift, signed), request.payload, size)
+    except ValueError as err:  # CodecError, an unknown kind, bad params: a damaged or foreign payload
         raise protocol.ProtocolError(f"codec kind {request.codec} cannot decode the payload ({str(err)[:100]})") from None
-    if values.size != size:
-        raise protocol.ProtocolError(f"decoded payload has {values.size} values; cut {request.cut} has {size}")
-    return values.astype(np.int8).reshape(shape)
+    if used != len(request.payload) or np.asarray(values).size != size:
+        raise protocol.ProtocolError(f"codec kind {request.codec}: payload of {len(request.payload)} bytes, "
+                                     f"{used} decoded into {np.asarray(values).size} values; cut {request.cut} has {size}")
+    return np.asarray(values, np.int8).reshape(shape)
 
 
 class Worker:
@@ -169,13 +183,13 @@ class Worker:
             self.bad += 1
             reply.status, reply.message = protocol.BAD_REQUEST, f"cut {req.cut} is not a cut of this model"
             return req.device_id, reply
+        zp = self.model.zero_point_of(req.cut)
         try:
-            tensor = decode_payload(req, self.model.shape_of(req.cut))
+            tensor = decode_payload(req, self.model.shape_of(req.cut), zp)
         except protocol.ProtocolError as err:
             self.bad += 1
             reply.status, reply.message = protocol.BAD_REQUEST, str(err)
             return req.device_id, reply
-        zp = self.model.zero_point_of(req.cut)
         hit = self.cache.get(self.model.hash, req.cut, tensor, zp) if self.cache is not None else None
         if hit is not None:
             self.cache_answers += 1
