@@ -109,7 +109,8 @@ def test_frames_round_trip_and_damage_is_refused():
                     b"TXQ\x02" + frame[4:]):
         with pytest.raises(protocol.ProtocolError):
             protocol.parse_request(damaged)
-    assert protocol.peek_device_id(frame[:len(frame) - 2]) == "dev-1"
+    assert protocol.peek_header(frame[:len(frame) - 2]) == ("dev-1", 7, OTHER_HASH)
+    assert protocol.peek_header(frame[:20]) is None
     rep = protocol.Reply(7, OTHER_HASH, protocol.OK, 3, 30000, protocol.SOURCE_CACHE, "w0")
     assert protocol.parse_reply(rep.encode()) == rep
     with pytest.raises(protocol.ProtocolError):
@@ -352,7 +353,8 @@ def test_a_device_that_drops_mid_frame(edge, model, samples):
         time.sleep(0.05)
     listener.disconnect()
     listener.loop_stop()
-    assert len(replies) == 2 and all(r.status == protocol.BAD_REQUEST for r in replies)  # frame[:20]: no id
+    # frame[:20] names nobody: dropped; the other two are refused at once, by request id
+    assert [(r.status, r.request_id) for r in replies] == [(protocol.BAD_REQUEST, 5)] * 2
     with EdgeClient(edge.url, "dev-after-drop", model.hash, fleet="main", deadline_s=3) as c:
         assert c.wait_connected(5)
         (a,) = one_answer_each(c, samples[:1])

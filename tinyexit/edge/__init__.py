@@ -26,9 +26,9 @@ Reply (binary; struct "<3sBBBI32shHBH", 49 bytes, then variable parts, then CRC)
   computed it, 1 from the cache) | request id u32 | model sha256 (32) | class i16 | confidence Q15 u16 (the
   final exit's max-prob test, or the edge model's top probability) | worker id length u8 | message length u16
   || worker id || message (UTF-8, errors) || CRC-32 u32.
-  A damaged request whose header still names the device gets status 2 (request id 0 when unreadable); one
-  that does not is dropped. Every frame is length- and CRC-checked: a device that disconnects mid-frame
-  leaves a truncated frame, which is refused, never run.
+  A damaged request whose header still names the device (and request id) gets status 2 at once, so the
+  device falls back without waiting for its deadline; one that does not is dropped. Every frame is length-
+  and CRC-checked: a device that disconnects mid-frame leaves a truncated frame, which is refused, never run.
 Registry record (JSON): {"version": 1, "id", "role": "device"|"worker", "board", "model_hash" (hex),
   "capabilities": {"core", "clock_mhz", "flash_kb", "ram_kb", "ops" (optional list), ...}, "load" (0..1),
   "last_seen" (unix s), "pid"}. Workers refresh theirs every 2 s.

@@ -106,12 +106,15 @@ def _check_crc(data: bytes, end: int, what: str) -> None:
         raise ProtocolError(f"{what} fails its CRC (truncated or garbled)")
 
 
-def peek_device_id(data: bytes) -> str | None:
-    """The device id of a request that may be damaged, when its header still says it (to send an error)."""
+def peek_header(data: bytes) -> tuple[str, int, bytes] | None:
+    """(device id, request id, model hash) of a request that may be damaged, when its header still says them,
+    so the device can be told at once instead of waiting for its deadline."""
     try:
         fields = _check_frame(data, REQUEST_MAGIC, _REQUEST, "request")
         n = fields[7]
-        return check_id(data[_REQUEST.size:_REQUEST.size + n].decode(), "device id")
+        if len(data) < _REQUEST.size + n:
+            return None
+        return check_id(data[_REQUEST.size:_REQUEST.size + n].decode(), "device id"), fields[5], fields[6]
     except (ProtocolError, UnicodeDecodeError):
         return None
 

@@ -22,6 +22,7 @@ from tinyexit.edge import protocol
 from tinyexit.errors import TinyexitError
 
 READY_TIMEOUT_S = 60.0
+MAX_RESTARTS_PER_MINUTE = 10
 
 
 def state_file(fleet: str) -> Path:
@@ -120,9 +121,14 @@ def serve(export: str, broker: str | None = None, workers: int = 2, edge_model: 
         print(f"edge ready: model {model.hash.hex()[:12]} ({export}), broker {broker}, fleet {fleet}, "
               f"{workers} worker{'s' * (workers != 1)} [{', '.join(f'{w}:{procs[w].pid}' for w in ids)}], "
               f"cache {cache}{', edge model ' + str(edge_model) if edge_model else ''}", file=out, flush=True)
+        restarts: list[float] = []
         while not stop.wait(0.2):
             for wid, p in procs.items():
                 if p.poll() is not None:
+                    restarts = [t for t in restarts if t > time.monotonic() - 60] + [time.monotonic()]
+                    if len(restarts) > MAX_RESTARTS_PER_MINUTE:
+                        raise TinyexitError(f"edge workers keep dying ({len(restarts)} restarts in a minute; "
+                                            f"last: {wid}, exit code {p.returncode})")
                     print(f"edge: worker {wid} (pid {p.pid}) exited with code {p.returncode}; restarting it",
                           file=out, flush=True)
                     procs[wid] = subprocess.Popen(command(wid), stdin=subprocess.DEVNULL)

@@ -170,10 +170,11 @@ class Worker:
             req = protocol.parse_request(data)
         except protocol.ProtocolError as err:
             self.bad += 1
-            device = protocol.peek_device_id(data)
-            if device is None:
+            header = protocol.peek_header(data)
+            if header is None:
                 return None, None
-            return device, Reply(0, b"\0" * 32, protocol.BAD_REQUEST, worker_id=self.id, message=str(err))
+            device, request_id, model_hash = header
+            return device, Reply(request_id, model_hash, protocol.BAD_REQUEST, worker_id=self.id, message=str(err))
         reply = Reply(req.request_id, req.model_hash, worker_id=self.id)
         if req.model_hash != self.model.hash:
             self.refused += 1
