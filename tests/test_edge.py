@@ -366,7 +366,7 @@ def test_a_device_that_drops_mid_frame(edge, model, samples):
 def _cache_checks(cache, model, samples):
     x, cls = samples[0]
     assert cache.get(model.hash, -1, x) is None
-    cache.put(model.hash, -1, x, cls, 20000)
+    cache.put(model.hash, -1, x, cls, 30000)
     hit = cache.get(model.hash, -1, x)
     assert (hit.kind, hit.cls) == ("exact", cls)
     # the same tensor asked for by another model: never answered from this entry, exact or near

@@ -1,6 +1,8 @@
 """`tinyexit edge serve|status`: the edge service on an MQTT broker, and the fleet registry it keeps."""
 
-from tinyexit.commands import non_negative_float, positive_int
+from tinyexit.commands import _number, non_negative_float, positive_int
+
+probability = _number(float, lambda v: 0 <= v <= 1, "a number from 0 to 1")
 
 HELP = ("the device->edge cascade's edge side: `edge serve EXPORT` answers devices' offloaded cuts (or raw inputs) "
         "from worker processes on an MQTT broker (a private mosquitto unless --broker), with a shared result "
@@ -25,8 +27,10 @@ def add_arguments(p) -> None:
                    help="result cache: sqlite:PATH (default: <cache dir>/edge/cache-FLEET.sqlite), "
                         "redis://HOST:PORT[/DB], redis:start (a private redis-server) or none")
     s.add_argument("--near-threshold", type=non_negative_float, metavar="D",
-                   help="near-duplicate cache hits: largest relative summary distance used (default 0.05; "
-                        "0 = exact hits only)")
+                   help="near-duplicate cache hits: largest relative distance of the tensors' per-channel "
+                        "summaries (default 0.05; 0 = exact hits only)")
+    s.add_argument("--near-min-confidence", type=probability, metavar="P",
+                   help="near-duplicate hits only from cached answers at least this confident (default 0.9)")
     _fleet_argument(s)
     s.set_defaults(_edge=_serve)
 
@@ -63,7 +67,7 @@ def _serve(args) -> int:
         check_spec(args.cache)
     return serve_until_signal(export=args.export, broker=args.broker, workers=args.workers,
                               edge_model=args.edge_model, cache=args.cache, fleet=args.fleet,
-                              near_threshold=args.near_threshold)
+                              near_threshold=args.near_threshold, near_min_confidence=args.near_min_confidence)
 
 
 def _status(args) -> int:

@@ -74,6 +74,7 @@ class _Registrations:
 
 def serve(export: str, broker: str | None = None, workers: int = 2, edge_model: str | None = None,
           cache: str | None = None, fleet: str = "default", near_threshold: float | None = None,
+          near_min_confidence: float | None = None,
           stop: threading.Event | None = None, out=sys.stdout) -> int:
     from tinyexit.edge import cache as cache_mod
     from tinyexit.edge.broker import PrivateBroker, check_reachable
@@ -103,7 +104,9 @@ def serve(export: str, broker: str | None = None, workers: int = 2, edge_model: 
         command = lambda wid: [sys.executable, "-m", "tinyexit.edge.worker", str(export), "--broker", broker,
                                "--fleet", fleet, "--id", wid, "--cache", cache,
                                *(["--edge-model", str(edge_model)] if edge_model else []),
-                               *(["--near-threshold", str(near_threshold)] if near_threshold is not None else [])]
+                               *(["--near-threshold", str(near_threshold)] if near_threshold is not None else []),
+                               *(["--near-min-confidence", str(near_min_confidence)]
+                                 if near_min_confidence is not None else [])]
         watcher = _Registrations(broker, fleet)
         for wid in ids:
             procs[wid] = subprocess.Popen(command(wid), stdin=subprocess.DEVNULL)

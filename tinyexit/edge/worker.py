@@ -263,14 +263,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--edge-model")
     parser.add_argument("--cache", default="none", help="a resolved cache spec (see tinyexit.edge.cache)")
     parser.add_argument("--near-threshold", type=float, default=None)
+    parser.add_argument("--near-min-confidence", type=float, default=None)
     args = parser.parse_args(argv)
-    from tinyexit.edge.cache import DEFAULT_NEAR_THRESHOLD, open_cache
+    from tinyexit.edge.cache import DEFAULT_NEAR_MIN_CONFIDENCE_Q15, DEFAULT_NEAR_THRESHOLD, open_cache
 
     try:
         model = EdgeModel(args.export, args.edge_model)
         near = DEFAULT_NEAR_THRESHOLD if args.near_threshold is None else (
-            None if args.near_threshold < 0 else args.near_threshold)
-        cache = open_cache(args.cache, near)
+            None if args.near_threshold <= 0 else args.near_threshold)
+        min_conf = DEFAULT_NEAR_MIN_CONFIDENCE_Q15 if args.near_min_confidence is None else round(
+            args.near_min_confidence * 32768)
+        cache = open_cache(args.cache, near, min_conf)
         worker = Worker(model, args.fleet, args.id, cache)
         signal.signal(signal.SIGTERM, lambda *a: worker.stop.set())
         signal.signal(signal.SIGINT, lambda *a: worker.stop.set())
