@@ -13,6 +13,8 @@ Layout (version 1), checked field by field on every read and write (SCHEMA below
   unsplit: {file, sha256}: the same network as one model (for stock TFLite Micro and checks)
   cost:   {macs_to_exit: [...], macs_all_stages, macs_no_exit, instructions (optional, written by
           `calibrate --target`): {qemu target: {unit, samples, stage: [per stage], to_exit: [cumulative]}}}
+  offload (optional, written by tinyexit.offload): the device->edge policy: per early exit its threshold
+          and the cut it sends (null: continue on the device), per cut the codec and what the edge runs
 where tensor = {name, shape, dtype, scale, zero_point}. Stage k+1's input is stage k's features output
 (its first output), with the same shape, scale and zero point. Exit k sits on stage k; exactly one exit,
 the last, is final (it always answers). See tinyexit/policy.py for the exit test.
@@ -193,6 +195,21 @@ POLICY = Obj({"kind": Str(policy.KINDS), "threshold": Num(lo=0), "threshold_q15"
 INSTRUCTIONS = Obj({"stage": List(Num(lo=0)), "to_exit": List(Num(lo=0))},
                    {"unit": Str(), "samples": COUNT})
 
+CODEC = Obj({"kind": Str(("raw", "lossless", "requant4", "requant2")), "zero_point": Int(-128, 127),
+             "shift": Int(0, 8), "signed_codes": Bool()})
+OFFLOAD = Obj({
+    "board": Str(), "target": Str(), "max_offload_rate": Num(lo=0), "max_bytes_fraction": Num(lo=0),
+    "link": Obj({"name": Str(("uart", "ble", "wifi")), "bytes_per_s": Num(positive=True),
+                 "energy_uj_per_byte": Num(positive=True)}),
+    "exits": List(Obj({"exit": COUNT, "threshold_q15": Int(0, policy.NEVER), "cut": Maybe(Int(lo=-1))})),
+    "cuts": List(Obj({"cut": Int(lo=-1), "values": Int(lo=1), "codec": CODEC, "bytes_mean": Num(lo=0),
+                      "codec_ratio": Num(lo=0),
+                      "edge": Obj({"runs": Str(("model", "stages"))},
+                                  {"file": Str(), "sha256": SHA256, "first_stage": COUNT, "classes": Int(lo=1), "output": COUNT,
+                                   "input": Obj({"shape": List(Int(lo=1), min_len=1), "scale": Num(positive=True),
+                                                 "zero_point": Int(-128, 127)})})})),
+}, {"validation": Any(dict, "an object")})
+
 SCHEMA = Obj({
     "format": Str((FORMAT,)),
     "version": Int(choices=(VERSION,)),
@@ -217,6 +234,7 @@ SCHEMA = Obj({
                        {"weight_dtype": Maybe(Str()), "weight_bits": Maybe(Int(choices=(8, 4, 2)))})),
     "unsplit": Obj({"file": Str(), "sha256": SHA256}),
     "data": Str(),  # an imported export's data folder (tinyexit/data/arrays.py layout), inside the export
+    "offload": OFFLOAD,
 })
 
 
@@ -308,6 +326,46 @@ def check_references(m: dict) -> None:
     for i, layer in enumerate(m.get("layers", [])):
         if layer["stage"] >= len(stages):
             raise TinyexitError(f"layers[{i}].stage must be a stage index below {len(stages)}, not {layer['stage']}")
+    if "offload" in m:
+        _check_offload(m)
+
+
+def _check_offload(m: dict) -> None:
+    off, stages, exits = m["offload"], m["stages"], m["exits"]
+    early = [e["index"] for e in exits if not e["final"]]
+    if [x["exit"] for x in off["exits"]] != early:
+        raise TinyexitError(f"offload.exits must list the early exits {early} in order, not "
+                            f"{[x['exit'] for x in off['exits']]}")
+    cuts = [c["cut"] for c in off["cuts"]]
+    if len(set(cuts)) != len(cuts):
+        raise TinyexitError("offload.cuts must list each cut once")
+    for i, x in enumerate(off["exits"]):
+        stage = exits[x["exit"]]["stage"]
+        if x["cut"] is not None and x["cut"] not in (-1, stage):
+            raise TinyexitError(f"offload.exits[{i}].cut must be -1 (the model input), {stage} (its stage's features) "
+                                f"or null, not {x['cut']}")
+        if x["cut"] is not None and x["cut"] not in cuts:
+            raise TinyexitError(f"offload.exits[{i}].cut {x['cut']} is not described in offload.cuts")
+    for i, c in enumerate(off["cuts"]):
+        where = f"offload.cuts[{i}]"
+        if c["cut"] >= len(stages) - 1:
+            raise TinyexitError(f"{where}.cut must be -1 or a stage before the last, not {c['cut']}")
+        size = math.prod(m["input"]["shape"] if c["cut"] < 0 else stages[c["cut"]]["outputs"][0]["shape"])
+        if c["values"] != size:
+            raise TinyexitError(f"{where}.values must be {size} (the size of that tensor), not {c['values']}")
+        edge = c["edge"]
+        if edge["runs"] == "stages" and edge.get("first_stage") != c["cut"] + 1:
+            raise TinyexitError(f"{where}.edge.first_stage must be {c['cut'] + 1} (the stage after the cut)")
+        if edge["runs"] == "model":
+            if c["cut"] != -1:
+                raise TinyexitError(f"{where}: an edge model takes the model input (cut -1), not cut {c['cut']}")
+            missing = [k for k in ("file", "sha256", "input") if k not in edge]
+            if missing:
+                raise TinyexitError(f"{where}.edge.{missing[0]} is missing")
+            f = PurePosixPath(edge["file"])
+            if f.is_absolute() or ".." in f.parts or "\\" in edge["file"]:
+                raise TinyexitError(f"{where}.edge.file must name a file inside the export folder, not "
+                                    f"{_show(edge['file'])}")
 
 
 def validate(manifest, source: str = "manifest") -> None:

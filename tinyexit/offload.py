@@ -1,0 +1,331 @@
+"""The offload decision (issue 17): which samples a device hands to the edge, at which cut, with which codec.
+
+The firmware (SET_OFFLOAD) stops at an early exit that is not confident of a sample and sends the encoded cut:
+stage k's features (the edge runs the remaining stages) or the model input (the edge runs its own, bigger
+model). Here, on the validation split, every candidate policy is simulated exactly as the firmware decides
+(tinyexit.policy scores, the same integer thresholds): per early exit, continue on the device or offload a cut,
+and the exit thresholds. The chosen candidate is the most accurate one within the budgets
+
+    offload rate <= max_offload_rate (0.30)   and   bytes sent per sample <= max_bytes_fraction (0.30) x the
+    raw input bytes of always offloading,
+
+the least device energy among equals. Device energy = the board's energy proxy (instructions as cycles /
+clock x active power, tinyexit.boards) for the stages run + the link's energy per byte for the bytes sent
+(payload bytes; frame headers and the reply are left out). The encoding's instructions are not in the
+simulation (the firmware counts them; `tinyexit edge run` reports the measured figure).
+
+Manifest section (`offload`, optional; tinyexit/manifest.py checks it):
+  board, link {name, bytes_per_s, energy_uj_per_byte}, target (the instruction counts' qemu target),
+  max_offload_rate, max_bytes_fraction,
+  exits:  [{exit, threshold_q15, cut}] one per early exit; cut null: continue on the device
+  cuts:   [{cut, values, codec {kind, zero_point, shift, signed_codes}, bytes_mean, codec_ratio,
+            edge: {runs: "model", file, sha256, output, input {shape, scale, zero_point}} | {runs: "stages", first_stage}}]
+  validation: {n_samples, accuracy, device_only_accuracy, offload_rate, bytes_per_sample,
+               bytes_always_offload_per_sample, device_energy_uj_mean, device_only_energy_uj_mean}
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tinyexit import policy
+from tinyexit.errors import TinyexitError
+
+DEFAULT_MAX_OFFLOAD_RATE = 0.30
+DEFAULT_MAX_BYTES_FRACTION = 0.30
+CODEC_KINDS = ("raw", "lossless", "requant4", "requant2")  # index = tx::codec::Kind
+EDGE_MODEL_FILE = "edge_model.tflite"
+
+
+@dataclass
+class Cut:
+    """One tensor a device may send, as measured on the validation split."""
+    cut: int                     # -1: the model input; k: stage k's features
+    values: int                  # int8 values in the tensor
+    codec: dict                  # {kind, zero_point, shift, signed_codes}
+    bytes: np.ndarray            # per sample, what the firmware sends (the raw input when not smaller)
+    edge_pred: np.ndarray        # the edge's class per sample when it gets this cut
+    edge: dict                   # what the edge runs (see the module docstring)
+    raw_input_bytes: int = 0
+
+    @property
+    def codec_ratio(self) -> float:
+        return float(self.values / max(float(np.mean(self.bytes)), 1e-9))
+
+
+@dataclass
+class Outcome:
+    thresholds: tuple[int, ...]       # per early exit
+    cuts: tuple[int | None, ...]      # per early exit: None continue, else the cut index sent
+    accuracy: float
+    offload_rate: float
+    bytes_per_sample: float
+    energy_uj_mean: float
+    exit_rates: list[float] = field(default_factory=list)
+
+
+def codec_params(kind: str = "raw", zero_point: int = 0, shift: int = 0, signed_codes: bool = False) -> dict:
+    if kind not in CODEC_KINDS:
+        raise TinyexitError(f"unknown codec '{kind}' (known: {', '.join(CODEC_KINDS)})")
+    return {"kind": kind, "zero_point": int(zero_point), "shift": int(shift), "signed_codes": bool(signed_codes)}
+
+
+def setting(manifest: dict, exit_index: int):
+    """The harness's OffloadSetting for one early exit of the manifest's offload section."""
+    from tinyexit.harness import OffloadSetting
+
+    section = manifest["offload"]
+    entry = next(e for e in section["exits"] if e["exit"] == exit_index)
+    if entry["cut"] is None:
+        return OffloadSetting(False)
+    codec = next(c for c in section["cuts"] if c["cut"] == entry["cut"])["codec"]
+    return OffloadSetting(True, entry["cut"], CODEC_KINDS.index(codec["kind"]), codec["zero_point"], codec["shift"],
+                          codec["signed_codes"])
+
+
+def requantize(x: np.ndarray, source: dict, target: dict) -> np.ndarray:
+    """int8 values in `source`'s (scale, zero_point) -> `target`'s; unchanged when they agree."""
+    if np.isclose(source["scale"], target["scale"], rtol=1e-6) and source["zero_point"] == target["zero_point"]:
+        return np.asarray(x, np.int8)
+    real = (np.asarray(x, np.float64) - source["zero_point"]) * source["scale"]
+    return np.clip(np.round(real / target["scale"]) + target["zero_point"], -128, 127).astype(np.int8)
+
+
+class EdgeModel:
+    """A plain int8 `.tflite` the edge runs on a device's raw input (LiteRT's reference kernels, bit-exact with
+    TFLite Micro on int8 models and ~50x faster than its Python interpreter)."""
+
+    def __init__(self, path: str | Path, output: int | None = None):
+        from tinyexit.reference import StageInterpreter
+        from tinyexit.tflite_graph import Graph
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise TinyexitError(f"edge model {self.path} not found")
+        data = self.path.read_bytes()
+        g = Graph(data, str(self.path))
+        self.output = len(g.outputs) - 1 if output is None else output  # the logits (several outputs: the last)
+        if len(g.inputs) != 1 or not 0 <= self.output < len(g.outputs):
+            raise TinyexitError(f"{self.path}: the edge model must have one input and an output {self.output}")
+        self.input = g.tensors[g.inputs[0]].describe()
+        if self.input["dtype"] != "int8" or self.input["scale"] is None:
+            raise TinyexitError(f"{self.path}: the edge model must take an int8 quantized input")
+        self.classes = int(np.prod(g.tensors[g.outputs[self.output]].shape))
+        self._run = StageInterpreter(data, "litert-ref", self.path.name)
+
+    def describe_input(self) -> dict:
+        return {"shape": [int(v) for v in self.input["shape"]], "scale": float(self.input["scale"]),
+                "zero_point": int(self.input["zero_point"])}
+
+    def predict(self, x_q: np.ndarray, device_input: dict) -> np.ndarray:
+        """Classes for int8 samples in the device's input quantization."""
+        shape = self.input["shape"][1:]
+        x = requantize(x_q, device_input, self.input)
+        if int(np.prod(shape)) != x[0].size:
+            raise TinyexitError(f"the edge model takes {int(np.prod(shape))} values per sample, the device's "
+                                f"input has {x[0].size}")
+        return np.array([int(np.argmax(self._run(v.reshape(1, *shape))[self.output])) for v in x])
+
+
+def stage_outputs(manifest: dict, x_q: np.ndarray, progress: bool = False):
+    """Every exit's int8 logits and every cut tensor (stage k's features, k < last) of every sample, by
+    TFLite Micro's interpreter: ([logits (N, C) per exit], {k: features (N, values)})."""
+    from tinyexit.reference import _progress, load_stages
+
+    stages = load_stages(manifest)
+    logits = [np.zeros((len(x_q), e["classes"]), np.int8) for e in manifest["exits"]]
+    features = {k: [] for k in range(len(stages) - 1)}
+    for n in _progress(range(len(x_q)), progress, "stages"):
+        value = x_q[n:n + 1]
+        for k, stage in enumerate(stages):
+            outs = stage(value)
+            for e in manifest["exits"]:
+                if e["stage"] == k:
+                    logits[e["index"]][n] = outs[e["output"]].reshape(-1)
+            if k < len(stages) - 1:
+                features[k].append(outs[0].reshape(-1))
+            value = outs[0]
+    return logits, {k: np.stack(v) for k, v in features.items()}
+
+
+def encoded_bytes(codec: dict, tensors: np.ndarray) -> np.ndarray:
+    """Bytes each tensor takes in `codec` (the Python twin of the firmware's codecs; raw without it)."""
+    if codec["kind"] == "raw":
+        return np.full(len(tensors), tensors.shape[1], np.int64)
+    from tinyexit.edge import codec as codec_lib
+
+    params = codec_lib.Params(CODEC_KINDS.index(codec["kind"]), codec["zero_point"], codec["shift"],
+                              codec["signed_codes"])
+    return np.array([len(codec_lib.encode(params, t)) for t in tensors], np.int64)
+
+
+def choose_codec(tensors: np.ndarray, zero_point: int) -> dict:
+    """The codec helper's choice by entropy when it is installed, else raw."""
+    try:
+        from tinyexit.edge import codec as codec_lib
+    except ImportError:
+        return codec_params("raw", zero_point)
+    choose = getattr(codec_lib, "choose", None)
+    if choose is None:
+        return codec_params("raw", zero_point)
+    chosen = choose(tensors, zero_point)
+    return codec_params(CODEC_KINDS[int(chosen.kind)], chosen.zero_point, chosen.shift,
+                        getattr(chosen, "signed_codes", False))
+
+
+def cuts_for(manifest: dict, x_q: np.ndarray, logits: list[np.ndarray], features: dict, edge: EdgeModel | None,
+             edge_file: str | None = None, edge_sha256: str | None = None, codecs: dict | None = None) -> list[Cut]:
+    """The candidate cuts: the raw input (when an edge model runs it) and each stage's features (the edge runs
+    the remaining stages; answer = the final exit). `codecs`: {cut: codec dict} to force, else chosen."""
+    input_bytes = int(x_q[0].size)
+    out = []
+    final_pred = np.argmax(logits[-1], axis=1)
+    if edge is not None:
+        codec = (codecs or {}).get(-1, codec_params("raw", manifest["input"]["zero_point"]))
+        sent = np.minimum(encoded_bytes(codec, x_q.reshape(len(x_q), -1)), input_bytes)
+        out.append(Cut(-1, input_bytes, codec, sent, edge.predict(x_q, manifest["input"]),
+                       {"runs": "model", "file": edge_file or EDGE_MODEL_FILE, "sha256": edge_sha256 or "",
+                        "output": edge.output, "input": edge.describe_input(), "classes": edge.classes}, input_bytes))
+    for k, tensors in features.items():
+        zp = manifest["stages"][k]["outputs"][0]["zero_point"]
+        codec = (codecs or {}).get(k) or choose_codec(tensors, zp)
+        sent = encoded_bytes(codec, tensors)
+        # the firmware sends the raw input instead of an encoding that is not smaller: the edge model answers those
+        bigger = sent >= input_bytes
+        if bigger.all():
+            continue  # never sent as itself
+        pred = final_pred.copy()
+        if bigger.any():
+            if edge is None:
+                continue
+            pred[bigger] = out[0].edge_pred[bigger]
+        out.append(Cut(k, int(tensors.shape[1]), codec, np.minimum(sent, input_bytes), pred,
+                       {"runs": "stages", "first_stage": k + 1}, input_bytes))
+    return out
+
+
+def simulate(manifest: dict, scores: list[tuple[np.ndarray, np.ndarray]], y: np.ndarray, thresholds, choice,
+             cuts: list[Cut], stage_energy_uj: np.ndarray, link) -> Outcome:
+    """One candidate, sample by sample as the firmware decides. scores: (class, q15 score) per exit;
+    stage_energy_uj: cumulative device energy to the end of each stage."""
+    n = len(y)
+    undecided = np.ones(n, bool)
+    correct = np.zeros(n, bool)
+    energy = np.zeros(n)
+    sent = np.zeros(n)
+    offloaded = np.zeros(n, bool)
+    rates = []
+    for e in manifest["exits"]:
+        cls, score = scores[e["index"]]
+        here = undecided & (True if e["final"] else score >= thresholds[e["index"]])
+        correct[here] = cls[here] == y[here]
+        energy[here] = stage_energy_uj[e["stage"]]
+        rates.append(float(here.mean()))
+        undecided &= ~here
+        if not e["final"] and choice[e["index"]] is not None:
+            c = cuts[choice[e["index"]]]
+            go = undecided
+            correct[go] = c.edge_pred[go] == y[go]
+            sent[go] = c.bytes[go]
+            energy[go] = stage_energy_uj[e["stage"]] + link.energy_uj(c.bytes[go])
+            offloaded |= go
+            undecided = np.zeros(n, bool)
+    return Outcome(tuple(int(t) for t in thresholds[:-1]), tuple(choice), float(correct.mean()),
+                   float(offloaded.mean()), float(sent.mean()), float(energy.mean()), rates)
+
+
+def choose(manifest: dict, logits: list[np.ndarray], y: np.ndarray, cuts: list[Cut], stage_instructions: list[float],
+           board, link, max_offload_rate: float = DEFAULT_MAX_OFFLOAD_RATE,
+           max_bytes_fraction: float = DEFAULT_MAX_BYTES_FRACTION) -> tuple[Outcome, Outcome]:
+    """(the chosen candidate, the device-only policy of the manifest) on the validation split."""
+    from tinyexit.calibrate import candidates
+    from tinyexit.reference import thresholds_of
+
+    y = np.asarray(y)
+    scores = [policy.exit_scores(e, logits[e["index"]]) for e in manifest["exits"]]
+    stage_energy = np.array([board.energy_uj(c) for c in np.cumsum(stage_instructions)])
+    early = [e["index"] for e in manifest["exits"] if not e["final"]]
+    input_bytes = int(np.prod(manifest["input"]["shape"]))
+    byte_budget = max_bytes_fraction * input_bytes
+    device_only = simulate(manifest, scores, y, thresholds_of(manifest), [None] * len(manifest["exits"]), cuts,
+                           stage_energy, link)
+    best = device_only
+    # per early exit: continue, or any cut it can send (the input, or its own stage's features)
+    options = [[None] + [i for i, c in enumerate(cuts) if c.cut in (-1, manifest["exits"][e]["stage"])]
+               for e in early]
+    grid = candidates([scores[e][1] for e in early]) if early else []
+    for choice in itertools.product(*options):
+        if all(c is None for c in choice):
+            continue
+        for t in grid:
+            o = simulate(manifest, scores, y, list(t) + [0], list(choice) + [None], cuts, stage_energy, link)
+            if o.offload_rate > max_offload_rate + 1e-12 or o.bytes_per_sample > byte_budget + 1e-9:
+                continue
+            if (o.accuracy, -o.energy_uj_mean) > (best.accuracy, -best.energy_uj_mean):
+                best = o
+    return best, device_only
+
+
+def section(manifest: dict, chosen: Outcome, device_only: Outcome, cuts: list[Cut], board, link, target: str,
+            n_samples: int, max_offload_rate: float, max_bytes_fraction: float) -> dict:
+    input_bytes = int(np.prod(manifest["input"]["shape"]))
+    used = sorted({c for c in chosen.cuts if c is not None})
+    return {
+        "board": board.name,
+        "link": {"name": link.name, "bytes_per_s": link.bytes_per_s, "energy_uj_per_byte": link.energy_uj_per_byte},
+        "target": target, "max_offload_rate": max_offload_rate, "max_bytes_fraction": max_bytes_fraction,
+        "exits": [{"exit": e, "threshold_q15": int(t), "cut": None if c is None else cuts[c].cut}
+                  for e, (t, c) in enumerate(zip(chosen.thresholds, chosen.cuts))],
+        "cuts": [{"cut": cuts[i].cut, "values": cuts[i].values, "codec": cuts[i].codec,
+                  "bytes_mean": round(float(np.mean(cuts[i].bytes)), 2), "codec_ratio": round(cuts[i].codec_ratio, 3),
+                  "edge": cuts[i].edge} for i in used],
+        "validation": {"n_samples": int(n_samples), "accuracy": chosen.accuracy,
+                       "device_only_accuracy": device_only.accuracy, "offload_rate": chosen.offload_rate,
+                       "bytes_per_sample": chosen.bytes_per_sample, "bytes_always_offload_per_sample": input_bytes,
+                       "device_energy_uj_mean": chosen.energy_uj_mean,
+                       "device_only_energy_uj_mean": device_only.energy_uj_mean},
+    }
+
+
+def calibrate_offload(export_dir: str | Path, x_q: np.ndarray, y: np.ndarray, edge_model: str | Path | None,
+                      board_name: str | None = None, link_name: str | None = None, target: str = "qemu-m4",
+                      max_offload_rate: float = DEFAULT_MAX_OFFLOAD_RATE,
+                      max_bytes_fraction: float = DEFAULT_MAX_BYTES_FRACTION, progress: bool = True) -> dict:
+    """Choose the offload policy on (x_q, y) (the validation split) and write it into the export's manifest;
+    the edge model is copied into the export. Returns the section."""
+    import shutil
+
+    from tinyexit import boards
+    from tinyexit import manifest as mf
+
+    export_dir = Path(export_dir)
+    m = mf.read(export_dir)
+    board = boards.load(board_name) if board_name else boards.for_target(target)
+    if board is None:
+        raise TinyexitError(f"no board stands in for {target}: give --board")
+    link = board.link(link_name)
+    costs = m["cost"].get("instructions", {}).get(target)
+    if costs is None:
+        from tinyexit.pipeline import measure_instructions
+
+        costs = measure_instructions(export_dir, target, x_q)
+        m["cost"].setdefault("instructions", {})[target] = costs
+    logits, features = stage_outputs(m, x_q, progress)
+    edge, edge_sha = None, None
+    if edge_model is not None:
+        edge = EdgeModel(edge_model)
+        edge_sha = mf.sha256_file(edge.path)
+    cuts = cuts_for(m, x_q, logits, features, edge, EDGE_MODEL_FILE, edge_sha)
+    chosen, device_only = choose(m, logits, y, cuts, costs["stage"], board, link, max_offload_rate, max_bytes_fraction)
+    m["offload"] = section(m, chosen, device_only, cuts, board, link, target, len(y), max_offload_rate,
+                           max_bytes_fraction)
+    if edge is not None and edge.path.resolve() != (export_dir / EDGE_MODEL_FILE).resolve():
+        from tinyexit import atomic
+
+        atomic.write_bytes(export_dir / EDGE_MODEL_FILE, edge.path.read_bytes())
+    mf.save(m)
+    return m["offload"]
