@@ -68,6 +68,24 @@ def test_offloaded_cut_is_tflite_micros_stage_output_and_resume_finishes_on_the_
         assert plain.offload is None and plain.exit == 1
 
 
+@pytest.mark.parametrize("kind", [1, 2, 3])
+def test_encoded_cuts_are_the_python_codecs_bytes_and_lossless_decodes_exactly(host_fw, example, kind):
+    from tinyexit.edge import codec
+
+    m, x, features, _ = example
+    zp = m["stages"][0]["outputs"][0]["zero_point"]
+    params = codec.Params(kind, zp, 2 if kind > 1 else 0)
+    with host_firmware(host_fw.binary) as dev:
+        dev.set_policy({0: NEVER})
+        dev.set_offload({0: OffloadSetting(True, cut=0, codec=kind, zero_point=zp, shift=params.shift)})
+        for i in range(6):
+            o = dev.infer(x[i], may_offload=True).offload
+            assert (o.cut, o.codec) == (0, kind) and len(o.data) < features.shape[1]
+            assert o.data == codec.encode(params, features[i])
+            if kind == 1:
+                assert np.array_equal(codec.decode(params, o.data, o.values)[0], features[i])
+
+
 def test_raw_input_cut_survives_the_arena_reusing_the_input(host_fw, example):
     m, x, _, _ = example
     with host_firmware(host_fw.binary) as dev:
@@ -186,3 +204,134 @@ def test_qemu_m4_offload_is_bit_exact_and_counts_the_encoding(example, tmp_path)
             assert r.stage_cycles[0] >= plain[i][0] + r.offload.encode_cycles - 40
             back = dev.resume()
             assert np.array_equal(back.output, logits[1][i]) and back.stage_cycles[1] == plain[i][1]
+
+
+# ---- links and the offload policy ----
+
+def test_every_board_has_links_with_sources_and_bad_links_are_refused(tmp_path):
+    from tinyexit import boards
+    from tinyexit.errors import TinyexitError
+
+    for board in boards.all_boards():
+        assert board.links, board.name
+        for link in board.links:
+            assert link.bytes_per_s > 0 and link.energy_uj_per_byte > 0 and len(link.source) > 40
+    l4 = boards.load("nucleo-l4r5zi")
+    assert l4.link().name == "uart" and l4.link().bytes_per_s == 11520
+    # the UART estimate is the board's active power for one byte's time at 115200 8N1
+    assert l4.link().energy_uj_per_byte == pytest.approx(l4.energy_uj(l4.clock_hz / 11520), rel=0.01)
+    assert boards.load("nano33ble").link().name == "ble"
+    with pytest.raises(TinyexitError, match="has no wifi link"):
+        l4.link("wifi")
+    path = tmp_path / "x.yaml"
+    for raw, fragment in (({"lora": {}}, "unknown link 'lora'"), ([1], "links must map"),
+                          ({"uart": {"bytes_per_s": 0, "energy_uj_per_byte": 1, "source": "s"}}, "bytes_per_s must be"),
+                          ({"uart": {"bytes_per_s": 1, "energy_uj_per_byte": "x", "source": "s"}}, "energy_uj_per_byte"),
+                          ({"uart": {"bytes_per_s": 1, "energy_uj_per_byte": 1}}, "source must say"),
+                          ({"uart": {"bytes_per_s": 1, "energy_uj_per_byte": 1, "source": "s", "baud": 9}}, "unknown field")):
+        with pytest.raises(TinyexitError, match=fragment):
+            boards._links(path, raw)
+
+
+def _synthetic(example, n=300, seed=3):
+    """The example's manifest with random logits, labels the final exit gets right 80% of the time."""
+    from tinyexit import offload
+
+    m = example[0]
+    rng = np.random.default_rng(seed)
+    logits = [rng.integers(-60, 60, (n, 6)).astype(np.int8) for _ in m["exits"]]
+    final = np.argmax(logits[1], axis=1)
+    y = np.where(rng.random(n) < 0.8, final, rng.integers(0, 6, n))
+    size = 1152
+    cuts = [offload.Cut(-1, size, offload.codec_params(), np.full(n, size), y.copy(), {"runs": "model"}, size),
+            offload.Cut(0, 512, offload.codec_params(), np.full(n, 512), final, {"runs": "stages", "first_stage": 1},
+                        size)]
+    return m, logits, y, cuts
+
+
+def test_offload_choice_is_the_most_accurate_within_both_budgets(example):
+    from tinyexit import boards, offload, policy
+
+    m, logits, y, cuts = _synthetic(example)
+    board = boards.load("nucleo-l4r5zi")
+    link = board.link()
+    chosen, device_only = offload.choose(m, logits, y, cuts, [100_000, 200_000], board, link)
+    assert chosen.offload_rate <= 0.30 and chosen.bytes_per_sample <= 0.30 * 1152 + 1e-9
+    assert chosen.accuracy > device_only.accuracy
+    # brute force, written plainly: every threshold, both cuts, each sample decided on its own
+    cls0, score0 = policy.exit_scores(m["exits"][0], logits[0])
+    final = np.argmax(logits[1], axis=1)
+    best = device_only.accuracy
+    for t in sorted(set(score0.tolist())) + [policy.NEVER]:
+        for c in cuts:
+            right = sent = off = 0
+            for i in range(len(y)):
+                if score0[i] >= t:
+                    right += cls0[i] == y[i]
+                else:
+                    right += c.edge_pred[i] == y[i]
+                    sent += c.bytes[i]
+                    off += 1
+            if off <= 0.30 * len(y) + 1e-9 and sent / len(y) <= 0.30 * 1152 + 1e-9:
+                best = max(best, right / len(y))
+    assert chosen.accuracy == pytest.approx(best)
+    assert final is not None
+    # energy: the device's stages plus the link's energy per byte for what it sent
+    n_off = round(chosen.offload_rate * len(y))
+    assert n_off > 0 and chosen.energy_uj_mean > board.energy_uj(100_000)
+
+
+def test_a_tight_byte_budget_prefers_the_smaller_cut_or_nothing(example):
+    from tinyexit import boards, offload
+
+    m, logits, y, cuts = _synthetic(example)
+    board = boards.load("nucleo-l4r5zi")
+    tight, _ = offload.choose(m, logits, y, cuts, [100_000, 200_000], board, board.link(), max_bytes_fraction=0.05)
+    assert tight.bytes_per_sample <= 0.05 * 1152 + 1e-9
+    none, device_only = offload.choose(m, logits, y, cuts, [1, 2], board, board.link(), max_offload_rate=0.0)
+    assert none.offload_rate == 0 and none.accuracy == device_only.accuracy
+
+
+def test_calibrated_offload_section_drives_the_firmware_as_simulated(example, host_fw, tmp_path, datasets):
+    """calibrate_offload on HAR's validation windows writes a valid section; the firmware set from it offloads
+    exactly the samples the simulation offloads, with the bytes it counted."""
+    from tinyexit import manifest as mf
+    from tinyexit import offload
+    from tinyexit.data import load
+    from tinyexit.errors import TinyexitError
+    from tinyexit.reference import quantize_input
+
+    export = tmp_path / "export"
+    shutil.copytree(EXAMPLE, export)
+    m = mf.read(export)
+    m["cost"]["instructions"] = {"qemu-m4": {"stage": [144_000.0, 266_000.0], "to_exit": [144_000.0, 410_000.0]}}
+    mf.save(m)
+    ds = load("har", str(datasets / "har" / "HAPT.tar.xz"))
+    x = quantize_input(m, ds.val.x)[:400]
+    y = offload.EdgeModel(export / "model_int8.tflite").predict(x, m["input"])  # labels the edge always gets right
+    section = offload.calibrate_offload(export, x, y, export / "model_int8.tflite", progress=False)
+    m = mf.read(export)
+    assert m["offload"] == section and (export / offload.EDGE_MODEL_FILE).is_file()
+    v = section["validation"]
+    assert v["offload_rate"] <= 0.30 and v["bytes_per_sample"] <= 0.30 * 1152 + 1e-9 and v["accuracy"] >= v["device_only_accuracy"]
+    entry = section["exits"][0]
+    assert entry["cut"] is not None
+    logits, _ = offload.stage_outputs(m, x)
+    _, score = offload.policy.exit_scores(m["exits"][0], logits[0])
+    expected = score < entry["threshold_q15"]
+    assert expected.mean() == pytest.approx(v["offload_rate"])
+    with host_firmware(host_fw.binary) as dev:
+        dev.set_policy({0: entry["threshold_q15"]})
+        dev.set_offload({0: offload.setting(m, 0)})
+        got = [dev.infer(x[i], may_offload=True).offload for i in range(0, 400, 4)]
+    assert [o is not None for o in got] == list(expected[::4])
+    cut = next(c for c in section["cuts"] if c["cut"] == entry["cut"])
+    assert all(len(o.data) <= max(cut["values"], 1) for o in got if o)
+    # the schema refuses a broken section in one sentence
+    bad = {k: v for k, v in m.items() if not k.startswith("_")}
+    bad["offload"] = {**section, "exits": [{**entry, "cut": 1}]}
+    with pytest.raises(TinyexitError, match=r"offload.exits\[0\].cut must be -1"):
+        mf.validate(bad)
+    bad["offload"] = {**section, "exits": []}
+    with pytest.raises(TinyexitError, match="offload.exits must list the early exits"):
+        mf.validate(bad)

@@ -152,57 +152,83 @@ def stage_outputs(manifest: dict, x_q: np.ndarray, progress: bool = False):
     return logits, {k: np.stack(v) for k, v in features.items()}
 
 
-def encoded_bytes(codec: dict, tensors: np.ndarray) -> np.ndarray:
-    """Bytes each tensor takes in `codec` (the Python twin of the firmware's codecs; raw without it)."""
-    if codec["kind"] == "raw":
-        return np.full(len(tensors), tensors.shape[1], np.int64)
+def _params(codec: dict):
     from tinyexit.edge import codec as codec_lib
 
-    params = codec_lib.Params(CODEC_KINDS.index(codec["kind"]), codec["zero_point"], codec["shift"],
-                              codec["signed_codes"])
-    return np.array([len(codec_lib.encode(params, t)) for t in tensors], np.int64)
+    return codec_lib.Params.from_dict(codec)
 
 
-def choose_codec(tensors: np.ndarray, zero_point: int) -> dict:
-    """The codec helper's choice by entropy when it is installed, else raw."""
-    try:
-        from tinyexit.edge import codec as codec_lib
-    except ImportError:
-        return codec_params("raw", zero_point)
-    choose = getattr(codec_lib, "choose", None)
-    if choose is None:
-        return codec_params("raw", zero_point)
-    chosen = choose(tensors, zero_point)
-    return codec_params(CODEC_KINDS[int(chosen.kind)], chosen.zero_point, chosen.shift,
-                        getattr(chosen, "signed_codes", False))
+def encoded(codec: dict, tensors: np.ndarray) -> list[bytes]:
+    """Each tensor as the firmware encodes it (tinyexit.edge.codec is byte-identical with tx::codec)."""
+    from tinyexit.edge import codec as codec_lib
+
+    p = _params(codec)
+    return [codec_lib.encode(p, t) for t in np.asarray(tensors, np.int8).reshape(len(tensors), -1)]
+
+
+def decoded(codec: dict, streams: list[bytes], values: int) -> np.ndarray:
+    from tinyexit.edge import codec as codec_lib
+
+    p = _params(codec)
+    return np.stack([codec_lib.decode(p, s, values)[0] for s in streams])
+
+
+def choose_codec(tensors: np.ndarray, zero_point: int, max_bytes: float | None = None) -> dict:
+    """The codec helper's rule (tinyexit.edge.codec.choose: lossless for low-entropy maps, else 4- or 2-bit
+    requantization) measured on these validation tensors."""
+    from tinyexit.edge import codec as codec_lib
+
+    return codec_lib.choose(codec_lib.measure(tensors, zero_point, max_samples=300), max_bytes).to_dict()
+
+
+def remaining_stages_predict(manifest: dict, first_stage: int, tensors: np.ndarray) -> np.ndarray:
+    """The final exit's class when the edge runs stages first_stage.. (no early exits) on these features."""
+    from tinyexit.reference import load_stages
+
+    stages = load_stages(manifest)[first_stage:]
+    final = manifest["exits"][-1]
+    shape = manifest["stages"][first_stage]["inputs"][0]["shape"]
+    out = []
+    for t in tensors:
+        value = np.asarray(t, np.int8).reshape(shape)
+        for stage in stages:
+            outs = stage(value)
+            value = outs[0]
+        out.append(int(np.argmax(outs[final["output"]].reshape(-1))))
+    return np.array(out)
 
 
 def cuts_for(manifest: dict, x_q: np.ndarray, logits: list[np.ndarray], features: dict, edge: EdgeModel | None,
              edge_file: str | None = None, edge_sha256: str | None = None, codecs: dict | None = None) -> list[Cut]:
     """The candidate cuts: the raw input (when an edge model runs it) and each stage's features (the edge runs
-    the remaining stages; answer = the final exit). `codecs`: {cut: codec dict} to force, else chosen."""
+    the remaining stages; answer = the final exit, on the decoded features when the codec is lossy).
+    `codecs`: {cut: codec dict} to force, else the codec helper's choice."""
     input_bytes = int(x_q[0].size)
     out = []
     final_pred = np.argmax(logits[-1], axis=1)
+    raw_input = None
     if edge is not None:
         codec = (codecs or {}).get(-1, codec_params("raw", manifest["input"]["zero_point"]))
-        sent = np.minimum(encoded_bytes(codec, x_q.reshape(len(x_q), -1)), input_bytes)
-        out.append(Cut(-1, input_bytes, codec, sent, edge.predict(x_q, manifest["input"]),
-                       {"runs": "model", "file": edge_file or EDGE_MODEL_FILE, "sha256": edge_sha256 or "",
-                        "output": edge.output, "input": edge.describe_input(), "classes": edge.classes}, input_bytes))
+        sent = np.minimum([len(s) for s in encoded(codec, x_q)], input_bytes)
+        raw_input = Cut(-1, input_bytes, codec, sent, edge.predict(x_q, manifest["input"]),
+                        {"runs": "model", "file": edge_file or EDGE_MODEL_FILE, "sha256": edge_sha256 or "",
+                         "output": edge.output, "input": edge.describe_input(), "classes": edge.classes}, input_bytes)
+        out.append(raw_input)
     for k, tensors in features.items():
         zp = manifest["stages"][k]["outputs"][0]["zero_point"]
-        codec = (codecs or {}).get(k) or choose_codec(tensors, zp)
-        sent = encoded_bytes(codec, tensors)
+        codec = (codecs or {}).get(k) or choose_codec(tensors, zp, input_bytes - 1)
+        streams = encoded(codec, tensors)
+        sent = np.array([len(s) for s in streams])
         # the firmware sends the raw input instead of an encoding that is not smaller: the edge model answers those
         bigger = sent >= input_bytes
-        if bigger.all():
-            continue  # never sent as itself
-        pred = final_pred.copy()
+        if bigger.all() or (bigger.any() and raw_input is None):
+            continue
+        if codec["kind"] in ("raw", "lossless"):
+            pred = final_pred.copy()
+        else:  # lossy: the remaining stages see the decoded features
+            pred = remaining_stages_predict(manifest, k + 1, decoded(codec, streams, tensors.shape[1]))
         if bigger.any():
-            if edge is None:
-                continue
-            pred[bigger] = out[0].edge_pred[bigger]
+            pred[bigger] = raw_input.edge_pred[bigger]
         out.append(Cut(k, int(tensors.shape[1]), codec, np.minimum(sent, input_bytes), pred,
                        {"runs": "stages", "first_stage": k + 1}, input_bytes))
     return out
