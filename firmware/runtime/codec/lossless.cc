@@ -24,20 +24,21 @@ constexpr uint8_t kModeUnsigned = 0, kModeZigzag = 1, kModeStored = 2;
 class BitWriter {
  public:
   BitWriter(uint8_t* out, int32_t limit) : out_(out), limit_(limit) {}
-  // count <= 24
+  // count <= 16: the accumulator holds < 16 bits between calls, so it never overflows 32 bits
   void put(uint32_t value, int count) {
     acc_ |= value << nbits_;
     nbits_ += count;
-    while (nbits_ >= 8) {
-      if (pos_ >= limit_) { overflow_ = true; nbits_ = 0; acc_ = 0; return; }
-      out_[pos_++] = static_cast<uint8_t>(acc_);
-      acc_ >>= 8;
-      nbits_ -= 8;
-    }
+    if (nbits_ < 16) return;
+    if (pos_ + 2 > limit_) { overflow_ = true; pos_ = limit_; nbits_ = 0; acc_ = 0; return; }
+    out_[pos_] = static_cast<uint8_t>(acc_);
+    out_[pos_ + 1] = static_cast<uint8_t>(acc_ >> 8);
+    pos_ += 2;
+    acc_ >>= 16;
+    nbits_ -= 16;
   }
   // Returns the bytes written, or -1 when they exceed the limit.
   int32_t finish() {
-    if (nbits_ > 0) {
+    for (; nbits_ > 0 && !overflow_; nbits_ -= 8, acc_ >>= 8) {
       if (pos_ >= limit_) overflow_ = true;
       else out_[pos_++] = static_cast<uint8_t>(acc_);
     }
@@ -116,44 +117,90 @@ inline uint32_t code_of(int32_t d, bool zigzag) {
 
 int32_t max_lossless_bytes(int32_t n) { return n + 1; }
 
-int32_t encode_lossless(int8_t zero_point, const int8_t* data, int32_t n, uint8_t* out, int32_t capacity) {
-  if (capacity < 1) return -1;
-  bool zigzag = false;
-  for (int32_t i = 0; i < n; ++i) zigzag |= data[i] < zero_point;
-  out[0] = zigzag ? kModeZigzag : kModeUnsigned;
-  // Coding stops as soon as it would not beat storing (n bytes) or not fit.
-  const int32_t limit = (capacity - 1 < n ? capacity - 1 : n);
-  BitWriter bits(out + 1, limit);
-  for (int32_t start = 0; start < n && !bits.overflow(); start += kBlock) {
-    const int32_t length = n - start < kBlock ? n - start : kBlock;
-    const int8_t* block = data + start;
-    uint32_t count = 0, sum = 0;
-    for (int32_t i = 0; i < length; ++i) {
-      if (block[i] == zero_point) continue;
-      ++count;
-      sum += code_of(block[i] - zero_point, zigzag) - 1;
+namespace {
+
+inline int popcount(uint32_t x) {
+  x = x - ((x >> 1) & 0x55555555u);
+  x = (x & 0x33333333u) + ((x >> 2) & 0x33333333u);
+  return static_cast<int>((((x + (x >> 4)) & 0x0F0F0F0Fu) * 0x01010101u) >> 24);
+}
+
+// One block: the zero map (two words) and sum(u - 1) in one pass, then the Rice codes of the nonzero values
+// found from the map's set bits.
+// Returns false (nothing written) when a value lies below the zero point and kZigzag is off.
+template <bool kZigzag>
+bool encode_block(const int8_t* block, int32_t length, int8_t zero_point, BitWriter& bits) {
+  uint32_t map[2] = {0, 0};
+  uint32_t sum = 0;
+  for (int32_t half = 0; half * 32 < length; ++half) {
+    const int32_t end = length < (half + 1) * 32 ? length : (half + 1) * 32;
+    uint32_t word = 0, bit = 1;
+    int32_t below = 0;
+    for (int32_t i = half * 32; i < end; ++i, bit <<= 1) {
+      const int32_t d = block[i] - zero_point;
+      if (d != 0) word |= bit;
+      below |= d;  // negative when some d < 0
+      sum += code_of(d, kZigzag);  // 0 for the zero point
     }
-    bits.put(count != 0, 1);
-    if (count == 0) continue;
-    int k = 0;
-    while (k < 7 && (count << k) < sum) ++k;
-    bits.put(static_cast<uint32_t>(k), 3);
-    for (int32_t i = 0; i < length; i += 8) {
-      uint32_t map = 0;
-      const int32_t m = length - i < 8 ? length - i : 8;
-      for (int32_t j = 0; j < m; ++j) map |= static_cast<uint32_t>(block[i + j] != zero_point) << j;
-      bits.put(map, m);
-    }
-    for (int32_t i = 0; i < length; ++i) {
-      if (block[i] == zero_point) continue;
-      const uint32_t v = code_of(block[i] - zero_point, zigzag) - 1;
+    if (!kZigzag && below < 0) return false;
+    map[half] = word;
+  }
+  const uint32_t count = static_cast<uint32_t>(popcount(map[0]) + popcount(map[1]));
+  bits.put(count != 0, 1);
+  if (count == 0) return true;
+  sum -= count;  // codes of nonzero values are >= 1; Rice codes u - 1
+  int k = 0;
+  while (k < 7 && (count << k) < sum) ++k;
+  bits.put(static_cast<uint32_t>(k), 3);
+  for (int32_t i = 0; i < length; i += 16) {
+    const int m = length - i < 16 ? static_cast<int>(length - i) : 16;
+    bits.put((map[i >> 5] >> (i & 31)) & ((1u << m) - 1), m);
+  }
+  const uint32_t low_mask = (1u << k) - 1;
+  for (int word = 0; word < 2; ++word) {
+    for (uint32_t rest = map[word]; rest != 0; rest &= rest - 1) {
+      const int32_t i = word * 32 + __builtin_ctz(rest);
+      const uint32_t v = code_of(block[i] - zero_point, kZigzag) - 1;
       uint32_t q = v >> k;
-      for (; q >= 16; q -= 16) bits.put(0xFFFFu, 16);
-      // q ones, the terminating zero, then the k low bits: at most 15 + 1 + 7 bits.
-      bits.put(((1u << q) - 1) | ((v & ((1u << k) - 1)) << (q + 1)), static_cast<int>(q) + 1 + k);
+      if (q + 1 + k <= 16) {  // the usual case: q ones, the terminating zero and the k low bits in one put
+        bits.put(((1u << q) - 1) | ((v & low_mask) << (q + 1)), static_cast<int>(q) + 1 + k);
+        continue;
+      }
+      for (; q >= 15; q -= 15) bits.put(0x7FFFu, 15);
+      bits.put((1u << q) - 1, static_cast<int>(q) + 1);
+      bits.put(v & low_mask, k);
     }
   }
-  const int32_t coded = bits.finish();
+  return true;
+}
+
+}  // namespace
+
+int32_t encode_lossless(int8_t zero_point, const int8_t* data, int32_t n, uint8_t* out, int32_t capacity) {
+  if (capacity < 1) return -1;
+  // Coding stops as soon as it would not beat storing (n bytes) or not fit.
+  const int32_t limit = (capacity - 1 < n ? capacity - 1 : n);
+  // Post-ReLU maps never go below the zero point: code them unsigned in one pass; on the first value
+  // below it, start again with zigzag codes.
+  bool zigzag = false;
+  BitWriter unsigned_bits(out + 1, limit);
+  for (int32_t start = 0; start < n && !unsigned_bits.overflow(); start += kBlock) {
+    const int32_t length = n - start < kBlock ? n - start : kBlock;
+    if (!encode_block<false>(data + start, length, zero_point, unsigned_bits)) {
+      zigzag = true;
+      break;
+    }
+  }
+  if (!zigzag && unsigned_bits.overflow()) {  // stopped early: the mode still depends on every value
+    for (int32_t i = 0; i < n && !zigzag; ++i) zigzag = data[i] < zero_point;
+  }
+  BitWriter zigzag_bits(out + 1, limit);
+  for (int32_t start = 0; zigzag && start < n && !zigzag_bits.overflow(); start += kBlock) {
+    const int32_t length = n - start < kBlock ? n - start : kBlock;
+    encode_block<true>(data + start, length, zero_point, zigzag_bits);
+  }
+  out[0] = zigzag ? kModeZigzag : kModeUnsigned;
+  const int32_t coded = zigzag ? zigzag_bits.finish() : unsigned_bits.finish();
   if (coded >= 0) return coded + 1;
   if (capacity < n + 1) return -1;  // storing does not fit either
   out[0] = kModeStored;
@@ -182,28 +229,27 @@ int32_t decode_lossless(int8_t zero_point, const uint8_t* in, int32_t size, int8
       continue;
     }
     if (!bits.get(3, &k)) return -1;
-    uint32_t count = 0;
-    for (int32_t i = 0; i < length; i += 8) {
-      const int32_t m = length - i < 8 ? length - i : 8;
-      uint32_t map = 0;
-      if (!bits.get(m, &map)) return -1;
-      for (int32_t j = 0; j < m; ++j) {
-        const bool nonzero = (map >> j) & 1;
-        block[i + j] = nonzero ? 1 : 0;  // marks; values follow
-        count += nonzero;
-      }
+    uint32_t map[2] = {0, 0};
+    for (int32_t i = 0; i < length; i += 16) {
+      const int m = length - i < 16 ? static_cast<int>(length - i) : 16;
+      uint32_t part = 0;
+      if (!bits.get(m, &part)) return -1;
+      map[i >> 5] |= part << (i & 31);
     }
-    if (count == 0) return -1;  // the flag promised a nonzero value
-    for (int32_t i = 0; i < length; ++i) {
-      if (block[i] == 0) { block[i] = zero_point; continue; }
-      uint32_t q = 0, low = 0;
-      if (!bits.unary(&q) || q > 511 || !bits.get(static_cast<int>(k), &low)) return -1;
-      const uint32_t u = ((q << k) | low) + 1;
-      const int32_t d = zigzag ? ((u & 1) ? -static_cast<int32_t>((u + 1) >> 1) : static_cast<int32_t>(u >> 1))
-                               : static_cast<int32_t>(u);
-      const int32_t x = zero_point + d;
-      if (u > 511 || x < -128 || x > 127) return -1;
-      block[i] = static_cast<int8_t>(x);
+    if ((map[0] | map[1]) == 0) return -1;  // the flag promised a nonzero value
+    for (int32_t i = 0; i < length; ++i) block[i] = zero_point;
+    for (int word = 0; word < 2; ++word) {
+      for (uint32_t rest = map[word]; rest != 0; rest &= rest - 1) {
+        const int32_t i = word * 32 + __builtin_ctz(rest);
+        uint32_t q = 0, low = 0;
+        if (!bits.unary(&q) || q > 511 || !bits.get(static_cast<int>(k), &low)) return -1;
+        const uint32_t u = ((q << k) | low) + 1;
+        const int32_t d = zigzag ? ((u & 1) ? -static_cast<int32_t>((u + 1) >> 1) : static_cast<int32_t>(u >> 1))
+                                 : static_cast<int32_t>(u);
+        const int32_t x = zero_point + d;
+        if (u > 511 || x < -128 || x > 127) return -1;
+        block[i] = static_cast<int8_t>(x);
+      }
     }
   }
   return bits.bytes_used() + 1;

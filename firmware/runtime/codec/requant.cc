@@ -4,25 +4,45 @@
 
 namespace tx::codec {
 
+namespace {
+
+// Packs count <= 8 / kBits codes of data[0, count) into one byte.
+template <int kBits, bool kSigned>
+inline uint8_t pack(const int8_t* data, int32_t count, int32_t offset, int shift) {
+  constexpr int32_t lo = kSigned ? -(1 << (kBits - 1)) : 0;
+  constexpr int32_t hi = kSigned ? (1 << (kBits - 1)) - 1 : (1 << kBits) - 1;
+  constexpr uint32_t mask = (1u << kBits) - 1;
+  uint32_t packed = 0;
+  for (int32_t j = 0; j < count; ++j) {
+    int32_t q = (data[j] + offset) >> shift;  // arithmetic shift: floor, so rounding half up
+    q = q < lo ? lo : (q > hi ? hi : q);      // one USAT/SSAT on Cortex-M
+    packed |= (static_cast<uint32_t>(q) & mask) << (j * kBits);
+  }
+  return static_cast<uint8_t>(packed);
+}
+
+template <int kBits, bool kSigned>
+void encode_codes(const int8_t* data, int32_t n, int32_t offset, int shift, uint8_t* out) {
+  constexpr int32_t per_byte = 8 / kBits;
+  const int32_t whole = n / per_byte;
+  for (int32_t b = 0; b < whole; ++b) out[b] = pack<kBits, kSigned>(data + b * per_byte, per_byte, offset, shift);
+  if (whole * per_byte < n) out[whole] = pack<kBits, kSigned>(data + whole * per_byte, n - whole * per_byte, offset, shift);
+}
+
+}  // namespace
+
 int32_t encode_requant(const Params& p, int bits, const int8_t* data, int32_t n, uint8_t* out, int32_t capacity) {
   const int32_t bytes = requant_bytes(bits, n);
   if (bytes > capacity) return -1;
-  const int32_t shift = p.shift;
-  const int32_t round = shift > 0 ? 1 << (shift - 1) : 0;
-  const int32_t lo = p.signed_codes ? -(1 << (bits - 1)) : 0;
-  const int32_t hi = p.signed_codes ? (1 << (bits - 1)) - 1 : (1 << bits) - 1;
-  const uint32_t mask = (1u << bits) - 1;
-  const int per_byte = 8 / bits;
-  for (int32_t b = 0; b < bytes; ++b) {
-    uint32_t packed = 0;
-    for (int j = 0; j < per_byte; ++j) {
-      const int32_t i = b * per_byte + j;
-      if (i >= n) break;
-      int32_t q = (data[i] - p.zero_point + round) >> shift;  // arithmetic shift: floor, so round half up
-      q = q < lo ? lo : (q > hi ? hi : q);
-      packed |= (static_cast<uint32_t>(q) & mask) << (j * bits);
-    }
-    out[b] = static_cast<uint8_t>(packed);
+  const int shift = p.shift;
+  // (x - zp + round) >> shift with the subtraction and the rounding folded into one offset
+  const int32_t offset = (shift > 0 ? 1 << (shift - 1) : 0) - p.zero_point;
+  if (bits == 4) {
+    if (p.signed_codes) encode_codes<4, true>(data, n, offset, shift, out);
+    else encode_codes<4, false>(data, n, offset, shift, out);
+  } else {
+    if (p.signed_codes) encode_codes<2, true>(data, n, offset, shift, out);
+    else encode_codes<2, false>(data, n, offset, shift, out);
   }
   return bytes;
 }
@@ -30,13 +50,20 @@ int32_t encode_requant(const Params& p, int bits, const int8_t* data, int32_t n,
 int32_t decode_requant(const Params& p, int bits, const uint8_t* in, int32_t size, int8_t* out, int32_t n) {
   const int32_t bytes = requant_bytes(bits, n);
   if (bytes > size) return -1;
-  const uint32_t mask = (1u << bits) - 1;
-  const int per_byte = 8 / bits;
-  for (int32_t i = 0; i < n; ++i) {
-    int32_t q = static_cast<int32_t>((in[i / per_byte] >> ((i % per_byte) * bits)) & mask);
-    if (p.signed_codes && q >= (1 << (bits - 1))) q -= 1 << bits;
+  // 2^bits possible codes: decode them once into a table, then every value is one lookup
+  int8_t table[16];
+  const int32_t codes = 1 << bits;
+  for (int32_t c = 0; c < codes; ++c) {
+    const int32_t q = p.signed_codes && c >= codes / 2 ? c - codes : c;
     const int32_t x = p.zero_point + q * (1 << p.shift);
-    out[i] = static_cast<int8_t>(x < -128 ? -128 : (x > 127 ? 127 : x));
+    table[c] = static_cast<int8_t>(x < -128 ? -128 : (x > 127 ? 127 : x));
+  }
+  const uint32_t mask = static_cast<uint32_t>(codes - 1);
+  const int32_t per_byte = 8 / bits;
+  int32_t i = 0;
+  for (int32_t b = 0; b < bytes; ++b) {
+    uint32_t byte = in[b];
+    for (int32_t j = 0; j < per_byte && i < n; ++j, ++i, byte >>= bits) out[i] = table[byte & mask];
   }
   return bytes;
 }
