@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import assert_one_line_error, run_cli
 from tinyexit import manifest as mf
 from tinyexit.firmware_build import build
-from tinyexit.harness import ERROR, INFER, INFO, SET_POLICY, SYNC, Device, frame, host_firmware
+from tinyexit.harness import BATCH, ERROR, INFER, INFO, SET_POLICY, SYNC, Device, frame, host_firmware
 from tinyexit.policy import NEVER
 from tinyexit.reference import all_exit_logits, decide, quantize_input
 
@@ -131,15 +131,51 @@ def test_protocol_errors_are_answered_and_the_next_frame_works(har_firmware, har
         assert dev.infer(x[0]).output is not None
 
 
+def test_batch_runs_samples_from_a_file_as_infer_runs_them(har_firmware, har_reference):
+    """BATCH: the samples of the input file from `first` on, each exactly as INFER runs it (outputs, every
+    output, exits, profile), records in the result file; bad requests are answered and the link stays usable."""
+    _, x, _ = har_reference
+    with host_firmware(har_firmware.binary) as dev:
+        dev.write_batch_inputs([x[:30]])
+        runs = dev.batch(0, 30, with_output=True, all_outputs=True)
+        one = [dev.infer(x[i], all_outputs=True) for i in range(30)]
+        fields = ("exit", "predicted_class", "confidence_q15")
+        assert [[getattr(r, f) for f in fields] for r in runs] == [[getattr(r, f) for f in fields] for r in one]
+        assert all(np.array_equal(a.output, b.output) for a, b in zip(runs, one))
+        assert all(len(a.outputs) == len(b.outputs) and all(np.array_equal(p, q) for p, q in zip(a.outputs, b.outputs))
+                   for a, b in zip(runs, one))
+        later = dev.batch(25, 5, with_output=True, profile=True)
+        assert [r.exit for r in later] == [r.exit for r in runs[25:]]
+        assert all(np.array_equal(a.output, b.output) for a, b in zip(later, runs[25:]))
+        assert all(len(r.layer_cycles) == dev.info()["layers"] for r in later)
+        names = b"tx_batch_in.bin\0out\0"
+        cases = {
+            "missing input file": (struct.pack("<BII", 1, 0, 1) + b"absent.bin\0out\0", 9),
+            "more samples than the file holds": (struct.pack("<BII", 1, 28, 3) + names, 9),
+            "a name outside the working folder": (struct.pack("<BII", 1, 0, 1) + b"../x\0out\0", 7),
+            "a hidden name": (struct.pack("<BII", 1, 0, 1) + b"tx_batch_in.bin\0.out\0", 7),
+            "an unterminated name": (struct.pack("<BII", 1, 0, 1) + b"tx_batch_in.bin", 7),
+            "offload in a batch": (struct.pack("<BII", 4, 0, 1) + names, 7),
+            "unknown flags": (struct.pack("<BII", 16, 0, 1) + names, 7),
+            "too short": (b"\x01\x00", 7),
+        }
+        for name, (payload, code) in cases.items():
+            command, body = _raw(dev, frame(BATCH, payload))
+            assert command == ERROR and list(body) == [BATCH, code], name
+            assert dev.info()["task"] == "har", f"no recovery after {name}"
+
+
 def test_fuzzed_frames_under_address_sanitizer(har_model, tmp_path):
     """10,000 random and mutated frames to an ASan/UBSan build: no crash, no hang, every frame answered."""
     fw = build(har_model[2], "host", tmp_path, sanitize=True)
     rng = random.Random(1234)
     m = mf.read(har_model[2])
-    good = [frame(INFO), frame(INFER, bytes([1]) + bytes(m["stages"][0]["inputs"][0]["shape"][1] * 9)),
-            frame(SET_POLICY, struct.pack("<BH", 0, 20000))]
+    size = m["stages"][0]["inputs"][0]["shape"][1] * 9
+    good = [frame(INFO), frame(INFER, bytes([1]) + bytes(size)), frame(SET_POLICY, struct.pack("<BH", 0, 20000)),
+            frame(BATCH, struct.pack("<BII", 3, 0, 2) + b"tx_batch_in.bin\0out\0")]
     answered = 0
     with host_firmware(fw.binary, timeout=10) as dev:
+        dev.write_batch_inputs([np.zeros((2, size), np.int8)])
         for i in range(10_000):
             base = bytearray(rng.choice(good))
             kind = rng.random()

@@ -15,10 +15,12 @@ import numpy as np
 from tinyexit.errors import TinyexitError
 
 SYNC, VERSION, REPLY, ERROR = 0xA5, 3, 0x80, 0x7F
-INFO, INFER, SET_POLICY, PROFILE = 0x01, 0x02, 0x03, 0x04
+INFO, INFER, SET_POLICY, PROFILE, BATCH = 0x01, 0x02, 0x03, 0x04, 0x05
 SET_OFFLOAD, RESUME = 0x06, 0x07
 ERRORS = {1: "bad checksum", 2: "oversized frame", 3: "unknown command", 4: "wrong input size",
-          5: "bad version", 6: "truncated frame", 7: "bad argument"}
+          5: "bad version", 6: "truncated frame", 7: "bad argument", 8: "unsupported", 9: "file error"}
+NO_BATCH = (3, 8)  # BATCH answered "unknown command" (firmware built before it) or "unsupported" (no files)
+BATCH_INPUTS, BATCH_RESULTS = "tx_batch_in.bin", "tx_batch_out.bin"  # in the firmware's working folder
 
 
 def crc16(data: bytes, crc: int = 0xFFFF) -> int:
@@ -74,11 +76,14 @@ class OffloadSetting:
 
 
 class Device:
-    """A firmware speaking the protocol on a pyserial-like object (read(n), write(b))."""
+    """A firmware speaking the protocol on a pyserial-like object (read(n), write(b)). files: the firmware
+    process's working folder, where BATCH reads inputs and writes results (host build, QEMU); None: no
+    shared files (a board), one INFER per sample only."""
 
-    def __init__(self, link, timeout: float = 30.0):
+    def __init__(self, link, timeout: float = 30.0, files: Path | None = None):
         self.link = link
         self.timeout = timeout
+        self.files = Path(files) if files is not None else None
 
     def _read(self, n: int) -> bytes:
         data = b""
@@ -178,6 +183,46 @@ class Device:
             offload = Offload(cut, codec, values, encode_cycles, bytes(body[pos + 13:pos + 13 + size]))
         return Inference(exit_, cls, conf, cycles, output, layer_cycles, outputs, offload)
 
+    def write_batch_inputs(self, xs: list[np.ndarray]) -> None:
+        """The samples BATCH reads: xs holds one int8 array per model input, N samples each; written as N
+        records of every input's bytes one after the other (as INFER takes them)."""
+        if self.files is None:
+            raise TinyexitError("this device shares no files with the host: BATCH is for host builds and QEMU")
+        flat = [np.ascontiguousarray(a, np.int8).reshape(len(a), -1) for a in xs]
+        samples = np.concatenate(flat, axis=1) if len(flat) > 1 else flat[0]
+        samples.tofile(self.files / BATCH_INPUTS)
+
+    def batch(self, first: int, count: int, with_output: bool = True, profile: bool = False,
+              all_outputs: bool = False, seconds_per_sample: float | None = None) -> list[Inference]:
+        """Samples first .. first+count-1 of the input file (write_batch_inputs) through BATCH: each runs as
+        INFER (PROFILE) runs it, results come back through a file. Raises DeviceError with a code in NO_BATCH
+        if the firmware cannot (older build, a port without files). seconds_per_sample: expected time, to
+        bound the wait for the reply (default: this device's timeout per sample)."""
+        if self.files is None:
+            raise DeviceError(BATCH, 8)
+        results = self.files / BATCH_RESULTS
+        flags = (1 if with_output else 0) | (2 if all_outputs else 0) | (8 if profile else 0)
+        payload = (struct.pack("<BII", flags, first, count) + BATCH_INPUTS.encode() + b"\0"
+                   + BATCH_RESULTS.encode() + b"\0")
+        wait = self.timeout * count if seconds_per_sample is None else self.timeout + 10 * count * seconds_per_sample
+        saved, self.timeout = self.timeout, wait
+        try:
+            body = self.request(BATCH, payload)
+        finally:
+            self.timeout = saved
+        done, size = struct.unpack("<II", body[:8])
+        data = results.read_bytes()
+        if done != count or len(data) != size:
+            raise TinyexitError(f"BATCH ran {done} of {count} samples and wrote {len(data)} of {size} result bytes")
+        runs, pos = [], 0
+        while pos < len(data):
+            (n,) = struct.unpack("<I", data[pos:pos + 4])
+            runs.append(self._parse_run(data[pos + 4:pos + 4 + n], profile, all_outputs))
+            pos += 4 + n
+        if len(runs) != count:
+            raise TinyexitError(f"BATCH wrote {len(runs)} result records for {count} samples")
+        return runs
+
     def set_policy(self, thresholds: dict[int, int]) -> None:
         self.request(SET_POLICY, b"".join(struct.pack("<BH", e, t) for e, t in thresholds.items()))
 
@@ -207,7 +252,11 @@ def _connect(port: int, proc: subprocess.Popen, what: str, wait: float = 10.0):
 @contextlib.contextmanager
 def firmware(target: str, binary: Path, timeout: float = 60.0):
     """Start a firmware build (host process or QEMU), yield a connected Device, and always stop it:
-    on normal exit, on errors and on Ctrl-C."""
+    on normal exit, on errors and on Ctrl-C. The process runs in a temporary folder of its own, the
+    Device's `files` (BATCH's input and result files)."""
+    import tempfile
+
+    binary = Path(binary).resolve()  # the process starts in its own folder
     if target == "host":
         cmd = [str(binary), "--port", "0"]
         what = str(binary)
@@ -223,7 +272,12 @@ def firmware(target: str, binary: Path, timeout: float = 60.0):
         port = _free_port()
         cmd = emulated.qemu_command(qemu, binary, port)
         what = f"QEMU ({target})"
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    files = tempfile.TemporaryDirectory(prefix="tinyexit-fw-")
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=files.name)
+    except BaseException:
+        files.cleanup()
+        raise
     try:
         if target == "host":  # the host build picks a free port and says which
             line = proc.stderr.readline()
@@ -232,13 +286,14 @@ def firmware(target: str, binary: Path, timeout: float = 60.0):
             port = int(line.split()[1])
         link = _connect(port, proc, what)
         try:
-            yield Device(link, timeout)
+            yield Device(link, timeout, Path(files.name))
         finally:
             link.close()
     finally:
         proc.kill()
         proc.wait()
         proc.stderr.close()
+        files.cleanup()
 
 
 def host_firmware(binary: Path, timeout: float = 30.0):

@@ -39,24 +39,102 @@ def _sample(xs: list[np.ndarray], i: int):
 
 
 NO_EXIT_SAMPLES = 20  # the no-exit pass (each stage's count, every early exit off) runs on the first ones
+PROTOCOLS = ("batch", "serial")  # how samples reach the firmware: BATCH through files, or one INFER each
+CHUNK_SECONDS = 2.0  # a BATCH request's length once the pace is known (the progress bar moves per request)
+FIRST_CHUNK, MAX_CHUNK = 4, 1024
+
+_noted: set[str] = set()
 
 
-def _infer_each(dev, xs: list[np.ndarray], every: bool, bar) -> list:
+def _note_once(text: str) -> None:
+    import sys
+
+    if text not in _noted:
+        _noted.add(text)
+        print(f"tinyexit: note: {text}", file=sys.stderr)
+
+
+class Sampler:
+    """Runs samples on one connected Device: through BATCH (inputs and results in files, one request per chunk)
+    where the device shares files with this host (host build, QEMU) and protocol is "batch", else one INFER
+    per sample over the serial link (boards; --protocol serial; firmware built before BATCH, with a note).
+    Either way a sample runs the same firmware code in the same timed region: the results are identical."""
+
+    def __init__(self, dev, protocol: str = "batch"):
+        if protocol not in PROTOCOLS:
+            raise TinyexitError(f"unknown protocol '{protocol}' (one of: {', '.join(PROTOCOLS)})")
+        self.dev = dev
+        self.batch = protocol == "batch" and dev.files is not None
+        self.seconds_per_sample: float | None = None
+        self._loaded = None
+
+    def run(self, xs: list[np.ndarray], with_output: bool = True, all_outputs: bool = False,
+            profile_first: bool = False, serial_first: bool = False, bar=None) -> list:
+        """Every sample of xs (one array per model input), in order: one harness.Inference each.
+        profile_first: the first sample goes through PROFILE (per-layer cycles); serial_first: the first one
+        goes over the serial link whatever the protocol (see _no_exit_pass)."""
+        n = len(xs[0])
+        runs = []
+        if (profile_first or serial_first) and n:
+            runs += self._run(xs, 0, 1, with_output, all_outputs, profile_first, bar, serial_first)
+        runs += self._run(xs, len(runs), n - len(runs), with_output, all_outputs, False, bar)
+        return runs
+
+    def _run(self, xs, first: int, count: int, with_output: bool, all_outputs: bool, profile: bool, bar,
+             serial: bool = False) -> list:
+        from tinyexit.harness import NO_BATCH, DeviceError
+
+        runs = []
+        if self.batch and count and not serial:
+            try:
+                return self._batch(xs, first, count, with_output, all_outputs, profile, bar)
+            except DeviceError as err:
+                if err.code not in NO_BATCH:
+                    raise
+                self.batch = False
+                why = "built before batch mode: rebuild it" if err.code == 3 else "its port has no files"
+                _note_once(f"the firmware cannot run BATCH ({why}); running one INFER per sample over the serial link")
+        for i in range(first, first + count):
+            runs.append(self.dev.infer(_sample(xs, i), with_output=with_output, profile=profile,
+                                       all_outputs=all_outputs))
+            if bar is not None:
+                bar.update(1)
+        return runs
+
+    def _batch(self, xs, first: int, count: int, with_output: bool, all_outputs: bool, profile: bool, bar) -> list:
+        import time
+
+        if self._loaded is not xs:
+            self.dev.write_batch_inputs(xs)
+            self._loaded = xs
+        runs = []
+        while len(runs) < count:
+            pace = self.seconds_per_sample
+            size = FIRST_CHUNK if pace is None else int(np.clip(CHUNK_SECONDS / max(pace, 1e-6), 1, MAX_CHUNK))
+            size = min(size, count - len(runs))
+            start = time.perf_counter()
+            runs += self.dev.batch(first + len(runs), size, with_output, profile, all_outputs, pace)
+            self.seconds_per_sample = (time.perf_counter() - start) / size
+            if bar is not None:
+                bar.update(size)
+        return runs
+
+
+def _infer_each(sampler: Sampler, xs: list[np.ndarray], every: bool, bar) -> list:
     """Every sample through the firmware's own exit policy, in order: one harness.Inference each."""
-    runs = []
-    for i in range(len(xs[0])):
-        runs.append(dev.infer(_sample(xs, i), all_outputs=every))
-        bar.update(1)
-    return runs
+    return sampler.run(xs, all_outputs=every, bar=bar)
 
 
-def _no_exit_pass(dev, xs: list[np.ndarray], info: dict, profile_layers: bool) -> list:
-    """The no-exit path on the first samples: every early exit switched off (the device's policy is left so)."""
+def _no_exit_pass(sampler: Sampler, xs: list[np.ndarray], info: dict, profile_layers: bool) -> list:
+    """The no-exit path on the first samples: every early exit switched off (the device's policy is left so).
+    profile_layers: the first one goes through PROFILE. That first one, through every stage, always goes over
+    the serial link: the stack high-water mark INFO reports afterwards then includes the serial request's
+    frames, as on a board (BATCH's are shallower), and is the same in batch and serial runs."""
     early = {e: NEVER for e in range(info["exits"] - 1)}
     if early:
-        dev.set_policy(early)
-    return [dev.infer(_sample(xs, i), with_output=False, profile=profile_layers and i == 0)
-            for i in range(min(len(xs[0]), NO_EXIT_SAMPLES))]
+        sampler.dev.set_policy(early)
+    return sampler.run([a[:NO_EXIT_SAMPLES] for a in xs], with_output=False, profile_first=profile_layers,
+                       serial_first=True)
 
 
 def _summarise(info: dict, label: str, y, runs: list, full_runs: list, outputs: list[dict] | None, every: bool,
@@ -101,19 +179,22 @@ def _progress_bar(n: int, label: str, progress: bool):
 
 
 def run_samples(dev, x: np.ndarray | list[np.ndarray], y: np.ndarray | None, label: str, progress: bool = True,
-                profile_layers: bool = False, outputs: list[dict] | None = None) -> tuple[dict, dict]:
+                profile_layers: bool = False, outputs: list[dict] | None = None,
+                protocol: str = "batch") -> tuple[dict, dict]:
     """Every input through a connected Device (harness.Device) with the firmware's own exit policy, then
     the no-exit path on the first samples (every early exit switched off: the device's policy is left
     that way). profile_layers: the first no-exit sample goes through PROFILE, giving per-layer cycles.
     x: (N, ...) or, for a model with several inputs, one such array per input. outputs: the model's outputs
     (codegen.describe_outputs) to collect every one of them as `output_<i>` in the result (one-stage models),
-    dequantized where the model ends in DEQUANTIZE."""
+    dequantized where the model ends in DEQUANTIZE. protocol: "batch" (BATCH requests where the device shares
+    files with this host, else one INFER each) or "serial" (one INFER each); the results are the same."""
     info = dev.info()
     xs, n = _check_samples(info, x)
     every = outputs is not None and info["stages"] == 1
+    sampler = Sampler(dev, protocol)
     with _progress_bar(n, label, progress) as bar:
-        runs = _infer_each(dev, xs, every, bar)
-    full_runs = _no_exit_pass(dev, xs, info, profile_layers)
+        runs = _infer_each(sampler, xs, every, bar)
+    full_runs = _no_exit_pass(sampler, xs, info, profile_layers)
     return _summarise(info, label, y, runs, full_runs, outputs, every, profile_layers)
 
 
@@ -140,20 +221,21 @@ class LocalPool:
 
 
 def run_shard(target: str, binary: Path, xs: list[np.ndarray], every: bool, no_exit_xs: list[np.ndarray] | None,
-              profile_layers: bool, on_progress=None) -> tuple[dict, list, list, dict]:
+              profile_layers: bool, on_progress=None, protocol: str = "batch") -> tuple[dict, list, list, dict]:
     """One instance of the firmware over one shard of the inputs: a module-level function on plain picklable
     data, so any executor (threads, processes, a cluster) can run it. xs: one array per model input, the shard's
     samples; every: collect every output of the (one-stage) model; no_exit_xs: the samples of the no-exit pass
-    (None: not this shard); on_progress(k): called as samples complete (local runs only; None elsewhere).
-    Returns (INFO before, harness.Inference per sample, the no-exit pass's Inferences, INFO after)."""
+    (None: not this shard); on_progress(k): called as samples complete (local runs only; None elsewhere);
+    protocol: see run_samples. Returns (INFO before, harness.Inference per sample, the no-exit pass's Inferences, INFO after)."""
     from tinyexit.harness import firmware
 
     progress = on_progress or (lambda k: None)
     with firmware(target, binary) as dev:
         info = dev.info()
         part, _ = _check_samples(info, xs)
-        runs = _infer_each(dev, part, every and info["stages"] == 1, _Counter(progress))
-        full_runs = _no_exit_pass(dev, no_exit_xs, info, profile_layers) if no_exit_xs is not None else []
+        sampler = Sampler(dev, protocol)
+        runs = _infer_each(sampler, part, every and info["stages"] == 1, _Counter(progress))
+        full_runs = _no_exit_pass(sampler, no_exit_xs, info, profile_layers) if no_exit_xs is not None else []
         return info, runs, full_runs, dev.info()
 
 
@@ -166,13 +248,13 @@ class _Counter:
 
 def run_parallel(target: str, binary: Path, x: np.ndarray | list[np.ndarray], y: np.ndarray | None, label: str,
                  jobs: int | None = None, progress: bool = True, profile_layers: bool = False,
-                 outputs: list[dict] | None = None, executor=None) -> tuple[dict, dict, list[dict]]:
+                 outputs: list[dict] | None = None, executor=None, protocol: str = "batch") -> tuple[dict, dict, list[dict]]:
     """run_samples over `jobs` instances of the same firmware (QEMU or host processes; default: the cores
     available), each on a contiguous shard of the inputs, merged in input order. Counts per sample are the
     same as with one instance (deterministic under -icount). The last instance also runs the no-exit pass on
     the first samples, so the summary matches one job's. executor: runs the shards, any object whose
     `map(fn, list_of_argument_tuples)` returns [fn(*args) ...] in order (default: LocalPool(jobs), threads
-    here, with a progress bar per sample; elsewhere the bar moves per shard). Returns (result, summary, each
+    here, with a progress bar per sample; elsewhere the bar moves per shard); protocol: see run_samples. Returns (result, summary, each
     instance's INFO after its run)."""
     xs = list(x) if isinstance(x, (list, tuple)) else [x]
     n = len(xs[0])
@@ -183,7 +265,7 @@ def run_parallel(target: str, binary: Path, x: np.ndarray | list[np.ndarray], y:
     with _progress_bar(n, label, progress) as bar:
         local = executor is None
         tasks = [(target, Path(binary), [a[idx] for a in xs], every, no_exit_xs if k == jobs - 1 else None,
-                  profile_layers, bar.update if local else None) for k, idx in enumerate(shards)]
+                  profile_layers, bar.update if local else None, protocol) for k, idx in enumerate(shards)]
         done = (executor or LocalPool(jobs)).map(run_shard, tasks)
         if not local:
             bar.update(n)
@@ -216,10 +298,11 @@ def add_memory(summary: dict, fw, build_dir: Path, stack_bytes: int | None) -> N
 
 
 def simulate(model: str | Path, target: str, x: np.ndarray | list[np.ndarray], y: np.ndarray | None,
-             build_dir: Path, progress: bool = True, board=None, jobs: int | None = None) -> tuple[dict, dict]:
+             build_dir: Path, progress: bool = True, board=None, jobs: int | None = None,
+             protocol: str = "batch") -> tuple[dict, dict]:
     """Build the firmware for target, run the inputs through it (run_parallel over `jobs` instances, default
     the cores available; every output of a one-stage model collected); board (tinyexit.boards.Board) prices
-    the counts in energy."""
+    the counts in energy; protocol: see run_samples."""
     from tinyexit.firmware_build import build
 
     fw = build(model, target, build_dir)
@@ -228,7 +311,8 @@ def simulate(model: str | Path, target: str, x: np.ndarray | list[np.ndarray], y
         raise TinyexitError(f"the model takes {len(fw.input_sizes)} inputs; {len(xs)} given")
     for a, size in zip(xs, fw.input_sizes):
         check_inputs(a, size)
-    result, summary, after = run_parallel(target, fw.binary, x, y, target, jobs, progress, outputs=fw.outputs)
+    result, summary, after = run_parallel(target, fw.binary, x, y, target, jobs, progress, outputs=fw.outputs,
+                                          protocol=protocol)
     # the high-water mark after the inferences, the deepest over the instances; 0: unknown
     stack = max(info.get("stack_used") or 0 for info in after) or None
     add_memory(summary, fw, build_dir, stack)

@@ -6,15 +6,28 @@
 // A port that paints its stack at start-up defines this (qemu_mps2/startup.cc); elsewhere: 0, unknown.
 extern "C" __attribute__((weak)) uint32_t tx_stack_used_bytes() { return 0; }
 
+// Files for BATCH: ports that have them (qemu_mps2, host) define these; boards get "unsupported".
+namespace tx::platform {
+__attribute__((weak)) int32_t file_open(const char*, size_t, bool) { return kFileUnsupported; }
+__attribute__((weak)) bool file_seek(int32_t, uint32_t) { return false; }
+__attribute__((weak)) bool file_read(int32_t, uint8_t*, size_t) { return false; }
+__attribute__((weak)) bool file_write(int32_t, const uint8_t*, size_t) { return false; }
+__attribute__((weak)) void file_close(int32_t) {}
+}  // namespace tx::platform
+
 namespace tx::protocol {
 namespace {
 
 constexpr int32_t kHeader = 4;  // version, command, length
+constexpr int32_t kBatchRequestMax = 9 + 2 * 32;  // flags, first, count, two file names of up to 31 characters
+
+constexpr int32_t max_of(int32_t a, int32_t b) { return a > b ? a : b; }
 
 // One frame in, one frame out, sized by the generated model (TX_MAX_* come from the build): the receive
-// buffer holds the largest legal request (INFER + input), the reply the largest answer (PROFILE) but the
-// tensors, which go out from where they are.
-alignas(4) uint8_t rx[kHeader + 1 + TX_MAX_INPUT_BYTES + 2];
+// buffer holds the largest legal request (INFER + input, or BATCH), the reply the largest answer (PROFILE)
+// but the tensors, which go out from where they are. During BATCH, rx gathers result records into blocks
+// once the request has been read.
+alignas(4) uint8_t rx[kHeader + max_of(1 + TX_MAX_INPUT_BYTES, kBatchRequestMax) + 2];
 alignas(4) uint8_t tx_buf[128 + kMaxStages * 4 + TX_MAX_OUTPUT_BYTES + TX_NUM_LAYERS * 4 + 2 * kMaxOutputs];
 uint32_t layer_cycles[TX_NUM_LAYERS];
 // An offloaded cut, encoded: one smaller than the raw input is sent, else the raw input (runtime.h).
@@ -196,6 +209,136 @@ void reply_set_policy(const uint8_t* payload, uint32_t size) {
   send(kSetPolicy | kReplyBit, nullptr, 0);
 }
 
+// BATCH: result records gathered in a buffer and written to the result file a block at a time.
+struct BlockWriter {
+  int32_t file;
+  uint8_t* buffer;
+  uint32_t capacity, used, total;
+  bool ok;
+
+  void put(const uint8_t* data, uint32_t size) {
+    while (size > 0) {
+      if (used == capacity) flush();
+      const uint32_t n = size < capacity - used ? size : capacity - used;
+      for (uint32_t i = 0; i < n; ++i) buffer[used + i] = data[i];
+      used += n;
+      total += n;
+      data += n;
+      size -= n;
+    }
+  }
+  void flush() {
+    if (used > 0 && ok) ok = platform::file_write(file, buffer, used);
+    used = 0;
+  }
+};
+
+// Reads one sample's inputs (every input, one after the other, as INFER takes them) straight into the arena.
+bool read_sample(int32_t file) {
+  const ModelInfo& m = model();
+  for (int32_t k = 0; k < m.num_inputs; ++k) {
+    if (!platform::file_read(file, reinterpret_cast<uint8_t*>(m.inputs[k].data), m.inputs[k].size)) return false;
+  }
+  return true;
+}
+
+// One sample exactly as reply_infer runs it (same call, same timed region), its reply payload as a record:
+// size u32, then the INFER (PROFILE) reply's bytes.
+void batch_sample(uint8_t flags, BlockWriter* out) {
+  const ModelInfo& m = model();
+  const bool with_output = flags & 1, all_outputs = flags & 2, profile = flags & 8;
+  if (profile) {
+    for (int32_t i = 0; i < m.num_layers; ++i) layer_cycles[i] = 0;
+  }
+  InferResult r{};
+  infer(&r, profile ? layer_cycles : nullptr);
+  Writer w{tx_buf + 4};
+  w.u8(r.exit_index);
+  w.u8(r.predicted_class);
+  w.u16(r.confidence_q15);
+  w.u8(r.stages_run);
+  for (int32_t k = 0; k < r.stages_run; ++k) w.u32(r.stage_cycles[k]);
+  w.u16(with_output ? r.output_size : 0);
+  if (with_output) {
+    for (int32_t i = 0; i < r.output_size; ++i) w.u8(static_cast<uint8_t>(r.output[i]));
+  }
+  if (profile) {
+    w.u16(m.num_layers);
+    for (int32_t i = 0; i < m.num_layers; ++i) w.u32(layer_cycles[i]);
+  }
+  const StageInfo& last = m.stages[r.stages_run - 1];
+  if (all_outputs) w.u8(last.num_outputs);
+  uint32_t size = static_cast<uint32_t>(w.p - tx_buf) - 4 + 1;  // + offloaded u8, below
+  if (all_outputs) {
+    for (int32_t i = 0; i < last.num_outputs; ++i) size += 2 + last.outputs[i].size;
+  }
+  Writer head{tx_buf};
+  head.u32(size);
+  out->put(tx_buf, static_cast<uint32_t>(w.p - tx_buf));
+  if (all_outputs) {
+    for (int32_t i = 0; i < last.num_outputs; ++i) {
+      const uint8_t field[2] = {static_cast<uint8_t>(last.outputs[i].size), static_cast<uint8_t>(last.outputs[i].size >> 8)};
+      out->put(field, 2);
+      out->put(reinterpret_cast<const uint8_t*>(last.outputs[i].data), static_cast<uint32_t>(last.outputs[i].size));
+    }
+  }
+  const uint8_t offloaded = r.offloaded;  // always 0: a batch never offloads
+  out->put(&offloaded, 1);
+}
+
+// Length of the NUL-terminated file name at `text` within `size` bytes; -1 unless it is a plain name in the
+// host side's working folder (letters, digits, '_', '-', '.'; not starting with '.'), so BATCH cannot reach
+// any other file.
+int32_t name_length(const uint8_t* text, uint32_t size) {
+  for (uint32_t i = 0; i < size; ++i) {
+    const uint8_t c = text[i];
+    if (c == 0) return i > 0 && text[0] != '.' ? static_cast<int32_t>(i) : -1;
+    const bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+                       c == '-' || c == '.';
+    if (!plain) return -1;
+  }
+  return -1;
+}
+
+// Kept out of serve() (noinline, small frame) so a batch run's stack stays as shallow as INFER's.
+__attribute__((noinline)) void reply_batch(const uint8_t* payload, uint32_t size) {
+  const ModelInfo& m = model();
+  if (size < 9) return send_error(kBatch, kBadArgument);
+  const uint8_t flags = payload[0];
+  const uint32_t first = payload[1] | (payload[2] << 8) | (payload[3] << 16) | (static_cast<uint32_t>(payload[4]) << 24);
+  const uint32_t count = payload[5] | (payload[6] << 8) | (payload[7] << 16) | (static_cast<uint32_t>(payload[8]) << 24);
+  const char* in_name = reinterpret_cast<const char*>(payload + 9);
+  const int32_t in_length = name_length(payload + 9, size - 9);
+  if (in_length < 0 || (flags & ~0x0Bu)) return send_error(kBatch, kBadArgument);  // bits 0, 1, 3
+  const char* out_name = in_name + in_length + 1;
+  const int32_t out_length = name_length(payload + 10 + in_length, size - 10 - in_length);
+  if (out_length < 0) return send_error(kBatch, kBadArgument);
+  const int32_t in = platform::file_open(in_name, in_length, false);
+  if (in == platform::kFileUnsupported) return send_error(kBatch, kUnsupported);
+  if (in < 0) return send_error(kBatch, kFileError);
+  const int32_t out = platform::file_open(out_name, out_length, true);
+  if (out < 0 || !platform::file_seek(in, first * static_cast<uint32_t>(m.input_size))) {
+    platform::file_close(in);
+    if (out >= 0) platform::file_close(out);
+    return send_error(kBatch, kFileError);
+  }
+  // the names are no longer needed: rx (the request) becomes the block buffer
+  BlockWriter writer{out, rx, sizeof(rx), 0, 0, true};
+  uint32_t done = 0;
+  while (done < count && writer.ok && read_sample(in)) {
+    batch_sample(flags, &writer);
+    ++done;
+  }
+  writer.flush();
+  platform::file_close(in);
+  platform::file_close(out);
+  if (done < count || !writer.ok) return send_error(kBatch, kFileError);
+  Writer w{tx_buf};
+  w.u32(done);
+  w.u32(writer.total);
+  send(kBatch | kReplyBit, tx_buf, w.p - tx_buf);
+}
+
 // Reads `n` bytes of a frame into `dst`; false (after replying) if the link stalls or closes.
 bool read_exact(uint8_t* dst, uint32_t n, uint8_t command, bool* closed) {
   for (uint32_t i = 0; i < n; ++i) {
@@ -251,6 +394,7 @@ void serve() {
       case kSetPolicy: reply_set_policy(payload, size); break;
       case kSetOffload: reply_set_offload(payload, size); break;
       case kResume: reply_resume(payload, size); break;
+      case kBatch: reply_batch(payload, size); break;
       default: send_error(command, kUnknownCommand);
     }
   }

@@ -28,6 +28,10 @@ def add_arguments(p) -> None:
                    help="emulator (or host) instances run side by side, each on a contiguous share of the inputs; "
                         "results come back in input order and identical to one instance (default: the cores "
                         "available)")
+    p.add_argument("--protocol", choices=["batch", "serial"], default="batch",
+                   help="how inputs reach the firmware: batch (default: inputs and results through files, many "
+                        "samples per request; host builds and QEMU) or serial (one INFER request per sample over "
+                        "the serial link, as on boards); the results are identical")
 
 
 def _positive(text: str) -> int:
@@ -75,7 +79,7 @@ def run(args) -> int:
     xs, y = inputs.load_for_model(args.model, args.inputs, args.labels)
     warn_if_uncalibrated(args.model)
     result, summary = simulate(args.model, target, xs[0] if len(xs) == 1 else xs, y, build_dir, board=board,
-                               jobs=args.jobs)
+                               jobs=args.jobs, protocol=args.protocol)
     with atomic.outputs() as out:
         if args.out:
             out.save_npz(args.out, **result)

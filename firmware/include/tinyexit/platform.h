@@ -33,6 +33,23 @@ const char* cycle_unit();
 // A short name of the port/board, for INFO replies (e.g. "qemu-mps2-an386").
 const char* name();
 
+// Files on the machine that runs the firmware's host side, for batch runs (protocol BATCH): QEMU reaches the
+// host's files through semihosting, the host port through stdio. Real boards have none: runtime/protocol.cc
+// gives weak defaults that answer kFileUnsupported, so a board port implements nothing and the host falls
+// back to one INFER per sample over the serial link.
+constexpr int32_t kFileUnsupported = -2;  // this port has no files
+constexpr int32_t kFileFailed = -1;       // the file could not be opened
+// Opens a file named by `name` (`length` characters, NUL-terminated; relative to the host side's working
+// folder) to read, or to write from empty. Returns a handle >= 0, kFileUnsupported or kFileFailed.
+int32_t file_open(const char* name, size_t length, bool write);
+// Moves a reading handle to byte `offset`; false on failure.
+bool file_seek(int32_t handle, uint32_t offset);
+// Reads exactly `size` bytes; false if the file ends first or on failure.
+bool file_read(int32_t handle, uint8_t* data, size_t size);
+// Writes all `size` bytes; false on failure.
+bool file_write(int32_t handle, const uint8_t* data, size_t size);
+void file_close(int32_t handle);
+
 // End the program with an exit code (host: exit(); QEMU: semihosting SYS_EXIT_EXTENDED; boards: spin).
 [[noreturn]] void exit(int code);
 

@@ -28,6 +28,17 @@
 //                     stage features, cut = its stage, or the model input, cut = -1) instead of running on.
 //   RESUME (0x07)     flags u8 (bits 0, 1 as INFER) -> the INFER reply of the same sample, running the stages
 //                     after the cut (the edge did not answer); only right after an offloaded INFER, else error 7
+//   BATCH (0x05)      flags u8 (bits 0, 1 as INFER; bit 3: PROFILE every sample; bit 2, offload, is not for
+//                     batches), first u32, count u32, input file name, result file name (each NUL-terminated;
+//                     plain names in the host side's working folder: letters, digits, _ - . and not starting
+//                     with .) -> samples run u32, result bytes u32.
+//                     Runs `count` samples exactly as INFER (PROFILE) runs one, reading them from the input
+//                     file (samples of input-size bytes, as INFER takes them, from sample `first` on) and
+//                     writing to the result file, emptied first, one record per sample: size u32, then the
+//                     INFER (PROFILE) reply's payload. The files are the host side's (QEMU: semihosting;
+//                     host build: stdio); ports without files answer error 8 (unsupported), a file that
+//                     cannot be opened, read or written error 9. Firmware without BATCH answers error 3
+//                     (unknown command) and the host runs one INFER per sample.
 #pragma once
 
 #include <cstddef>
@@ -42,11 +53,11 @@ constexpr uint8_t kError = 0x7F;
 constexpr int32_t kByteTimeoutMs = 200;  // a frame that stalls this long is truncated
 
 enum Command : uint8_t {
-  kInfo = 0x01, kInfer = 0x02, kSetPolicy = 0x03, kProfile = 0x04, kSetOffload = 0x06, kResume = 0x07,
+  kInfo = 0x01, kInfer = 0x02, kSetPolicy = 0x03, kProfile = 0x04, kBatch = 0x05, kSetOffload = 0x06, kResume = 0x07,
 };
 enum ErrorCode : uint8_t {
   kBadChecksum = 1, kOversized = 2, kUnknownCommand = 3, kWrongInputSize = 4, kBadVersion = 5,
-  kTruncated = 6, kBadArgument = 7,
+  kTruncated = 6, kBadArgument = 7, kUnsupported = 8, kFileError = 9,
 };
 
 uint16_t crc16(const uint8_t* data, size_t size, uint16_t crc = 0xFFFF);

@@ -1,5 +1,6 @@
 // Host port: the serial link is stdin/stdout, or a TCP connection on 127.0.0.1 with `--port P`
 // (P = 0 picks a free port; the chosen one is printed as "PORT <n>" on stderr before accepting).
+// Files for BATCH through stdio, relative to the working folder.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -16,6 +17,7 @@
 
 namespace {
 int in_fd = 0, out_fd = 1;
+std::FILE* files[4] = {};  // BATCH opens two at a time
 }
 
 namespace tx::platform {
@@ -70,6 +72,30 @@ uint32_t cycles() {
 uint32_t cycles_aligned() { return cycles(); }  // nanoseconds: nothing to align to
 
 const char* cycle_unit() { return "host-ns"; }
+
+int32_t file_open(const char* name, size_t, bool write) {
+  for (int32_t i = 0; i < 4; ++i) {
+    if (files[i] != nullptr) continue;
+    files[i] = std::fopen(name, write ? "wb" : "rb");
+    return files[i] != nullptr ? i : kFileFailed;
+  }
+  return kFileFailed;
+}
+
+bool file_seek(int32_t handle, uint32_t offset) { return std::fseek(files[handle], offset, SEEK_SET) == 0; }
+
+bool file_read(int32_t handle, uint8_t* data, size_t size) {
+  return std::fread(data, 1, size, files[handle]) == size;
+}
+
+bool file_write(int32_t handle, const uint8_t* data, size_t size) {
+  return std::fwrite(data, 1, size, files[handle]) == size;
+}
+
+void file_close(int32_t handle) {
+  std::fclose(files[handle]);
+  files[handle] = nullptr;
+}
 const char* name() { return "host"; }
 [[noreturn]] void exit(int code) { std::exit(code); }
 

@@ -1,5 +1,5 @@
 // QEMU MPS2/MPS3 port (mps2-an386 Cortex-M4, mps2-an500 Cortex-M7, mps3-an547 Cortex-M55): CMSDK UART,
-// SysTick as the counter, semihosting to exit. Under `qemu -icount shift=0` one instruction takes 1 ns and
+// SysTick as the counter, semihosting to exit and for the host's files (BATCH). Under `qemu -icount shift=0` one instruction takes 1 ns and
 // SysTick runs at the board's SYSCLK (MPS2 25 MHz: 40 instructions per tick; AN547 32 MHz: 31.25), so
 // cycles() reports instructions, not real core cycles. TX_SYSCLK_HZ comes from the build.
 #include <cstdint>
@@ -29,6 +29,19 @@ uint32_t ticks() {
   } while (high != wraps);
   return high * (kReload + 1) + low;
 }
+
+// An Arm semihosting call (QEMU runs with -semihosting-config enable=on,target=native): r0 = operation,
+// r1 = its argument block; the result comes back in r0.
+int32_t semihost(uint32_t operation, const uint32_t* block) {
+  register uint32_t r0 asm("r0") = operation;
+  register const uint32_t* r1 asm("r1") = block;
+  asm volatile("bkpt 0xAB" : "+r"(r0) : "r"(r1) : "memory");
+  return static_cast<int32_t>(r0);
+}
+constexpr uint32_t kSysOpen = 0x01, kSysClose = 0x02, kSysWrite = 0x05, kSysRead = 0x06, kSysSeek = 0x0A;
+constexpr uint32_t kModeReadBinary = 1, kModeWriteBinary = 5;  // fopen's "rb" and "wb"
+
+uint32_t word(const void* pointer) { return static_cast<uint32_t>(reinterpret_cast<uintptr_t>(pointer)); }
 
 }  // namespace
 
@@ -75,6 +88,33 @@ uint32_t cycles_aligned() {
   return cycles();
 }
 const char* cycle_unit() { return "instructions"; }
+
+int32_t file_open(const char* name, size_t length, bool write) {
+  const uint32_t block[3] = {word(name), write ? kModeWriteBinary : kModeReadBinary, static_cast<uint32_t>(length)};
+  const int32_t handle = semihost(kSysOpen, block);
+  return handle >= 0 ? handle : kFileFailed;
+}
+
+bool file_seek(int32_t handle, uint32_t offset) {
+  const uint32_t block[2] = {static_cast<uint32_t>(handle), offset};
+  return semihost(kSysSeek, block) == 0;
+}
+
+// SYS_READ and SYS_WRITE answer the number of bytes NOT transferred
+bool file_read(int32_t handle, uint8_t* data, size_t size) {
+  const uint32_t block[3] = {static_cast<uint32_t>(handle), word(data), static_cast<uint32_t>(size)};
+  return semihost(kSysRead, block) == 0;
+}
+
+bool file_write(int32_t handle, const uint8_t* data, size_t size) {
+  const uint32_t block[3] = {static_cast<uint32_t>(handle), word(data), static_cast<uint32_t>(size)};
+  return semihost(kSysWrite, block) == 0;
+}
+
+void file_close(int32_t handle) {
+  const uint32_t block[1] = {static_cast<uint32_t>(handle)};
+  semihost(kSysClose, block);
+}
 const char* name() { return TX_PORT_NAME; }
 
 [[noreturn]] void exit(int code) {
