@@ -68,6 +68,24 @@ class BitReader {
     consumed_ += count;
     return true;
   }
+  // One Rice code with parameter k: (ones << k) | low bits. Fast path: the whole code is in the accumulator.
+  bool rice(int k, uint32_t* value) {
+    refill();
+    const uint32_t run = acc_ == 0xFFFFFFFFu ? 32 : static_cast<uint32_t>(__builtin_ctz(~acc_));
+    const int length = static_cast<int>(run) + 1 + k;
+    if (length <= nbits_) {
+      // k > 0 implies run + 1 <= 31 (length <= 32), so the shift is defined
+      *value = (run << k) | (k > 0 ? (acc_ >> (run + 1)) & ((1u << k) - 1) : 0);
+      acc_ = length == 32 ? 0 : acc_ >> length;
+      nbits_ -= length;
+      consumed_ += length;
+      return true;
+    }
+    uint32_t ones = 0, low = 0;
+    if (!unary(&ones) || ones > 511 || !get(k, &low)) return false;
+    *value = (ones << k) | low;
+    return true;
+  }
   // Counts one bits up to and including the terminating zero bit; false when the stream ends first.
   bool unary(uint32_t* ones) {
     uint32_t total = 0;
@@ -241,9 +259,9 @@ int32_t decode_lossless(int8_t zero_point, const uint8_t* in, int32_t size, int8
     for (int word = 0; word < 2; ++word) {
       for (uint32_t rest = map[word]; rest != 0; rest &= rest - 1) {
         const int32_t i = word * 32 + __builtin_ctz(rest);
-        uint32_t q = 0, low = 0;
-        if (!bits.unary(&q) || q > 511 || !bits.get(static_cast<int>(k), &low)) return -1;
-        const uint32_t u = ((q << k) | low) + 1;
+        uint32_t v = 0;
+        if (!bits.rice(static_cast<int>(k), &v)) return -1;
+        const uint32_t u = v + 1;
         const int32_t d = zigzag ? ((u & 1) ? -static_cast<int32_t>((u + 1) >> 1) : static_cast<int32_t>(u >> 1))
                                  : static_cast<int32_t>(u);
         const int32_t x = zero_point + d;

@@ -25,8 +25,20 @@ template <int kBits, bool kSigned>
 void encode_codes(const int8_t* data, int32_t n, int32_t offset, int shift, uint8_t* out) {
   constexpr int32_t per_byte = 8 / kBits;
   const int32_t whole = n / per_byte;
-  for (int32_t b = 0; b < whole; ++b) out[b] = pack<kBits, kSigned>(data + b * per_byte, per_byte, offset, shift);
+  for (int32_t b = 0; b < whole; ++b) out[b] = pack<kBits, kSigned>(data + b * per_byte, per_byte, offset, shift);  // per_byte constant: unrolled
   if (whole * per_byte < n) out[whole] = pack<kBits, kSigned>(data + whole * per_byte, n - whole * per_byte, offset, shift);
+}
+
+template <int kBits>
+void unpack(const uint8_t* in, int32_t n, const int8_t* table, int8_t* out) {
+  constexpr int32_t per_byte = 8 / kBits;
+  constexpr uint32_t mask = (1u << kBits) - 1;
+  const int32_t whole = n / per_byte;
+  for (int32_t b = 0; b < whole; ++b, out += per_byte) {
+    const uint32_t byte = in[b];
+    for (int32_t j = 0; j < per_byte; ++j) out[j] = table[(byte >> (j * kBits)) & mask];
+  }
+  for (int32_t j = 0; j < n - whole * per_byte; ++j) out[j] = table[(in[whole] >> (j * kBits)) & mask];
 }
 
 }  // namespace
@@ -58,13 +70,8 @@ int32_t decode_requant(const Params& p, int bits, const uint8_t* in, int32_t siz
     const int32_t x = p.zero_point + q * (1 << p.shift);
     table[c] = static_cast<int8_t>(x < -128 ? -128 : (x > 127 ? 127 : x));
   }
-  const uint32_t mask = static_cast<uint32_t>(codes - 1);
-  const int32_t per_byte = 8 / bits;
-  int32_t i = 0;
-  for (int32_t b = 0; b < bytes; ++b) {
-    uint32_t byte = in[b];
-    for (int32_t j = 0; j < per_byte && i < n; ++j, ++i, byte >>= bits) out[i] = table[byte & mask];
-  }
+  if (bits == 4) unpack<4>(in, n, table, out);
+  else unpack<2>(in, n, table, out);
   return bytes;
 }
 
