@@ -216,31 +216,36 @@ def _encode_lossless(zero_point: int, x: np.ndarray) -> bytes:
     return bytes([mode]) + packed
 
 
+WINDOW_BITS = 2048
+WINDOW_MASK = (1 << WINDOW_BITS) - 1
+
+
 class _Bits:
     """Reads the bit stream after the mode byte; positions are bit indices, every read bounds-checked."""
 
     def __init__(self, buf: np.ndarray):
-        self.bits = np.unpackbits(buf, bitorder="little")
-        # next_zero[i]: index of the first zero bit at or after i (len(bits) when none)
-        zeros = np.flatnonzero(self.bits == 0)
-        pos = np.searchsorted(zeros, np.arange(len(self.bits) + 1))
-        self.next_zero = np.append(zeros, len(self.bits))[pos].tolist()
+        self.size = 8 * len(buf)
+        self.raw = buf.tobytes()
+        self.word = int.from_bytes(self.raw, "little")  # bit i of the stream is bit i of this integer
+        bits = np.unpackbits(buf, bitorder="little")
+        zeros = np.append(np.flatnonzero(bits == 0), self.size)
+        # next_zero[i]: index of the first zero bit at or after i (self.size when none)
+        self.next_zero = zeros[np.searchsorted(zeros, np.arange(self.size + 1))].tolist()
         self.pos = 0
-        self.list = self.bits.tolist()
 
     def get(self, count: int) -> int:
+        """count <= 16 bits from the current position."""
         end = self.pos + count
-        if end > len(self.list):
+        if end > self.size:
             raise CodecError("lossless stream ends early")
-        value = 0
-        for i, bit in enumerate(self.list[self.pos:end]):
-            value |= bit << i
+        byte = self.pos >> 3  # count <= 16: three bytes hold the field
+        value = (int.from_bytes(self.raw[byte:byte + 3], "little") >> (self.pos & 7)) & ((1 << count) - 1)
         self.pos = end
         return value
 
     def unary(self) -> int:
         zero = self.next_zero[self.pos]
-        if zero >= len(self.list):
+        if zero >= self.size:
             raise CodecError("lossless stream ends early")
         q = zero - self.pos
         self.pos = zero + 1
@@ -258,25 +263,46 @@ def _decode_lossless(zero_point: int, buf: np.ndarray, n: int) -> tuple[np.ndarr
     if mode not in (MODE_UNSIGNED, MODE_ZIGZAG):
         raise CodecError(f"unknown lossless mode {mode}")
     bits = _Bits(buf[1:])
-    out = np.full(n, zero_point, np.int32)
+    word, size, next_zero = bits.word, bits.size, bits.next_zero
+    positions, codes = [], []  # the nonzero values' indices and Rice values, checked and mapped at the end
     for start in range(0, n, BLOCK):
         length = min(BLOCK, n - start)
         if not bits.get(1):
             continue
         k = bits.get(3)
-        nonzero = [start + j for j in range(length) if bits.get(1)]
-        if not nonzero:
+        zero_map = 0
+        for part in range(0, length, 16):
+            zero_map |= bits.get(min(16, length - part)) << part
+        if not zero_map:
             raise CodecError("lossless block flagged nonzero has an empty map")
-        for i in nonzero:
-            q = bits.unary()
+        low_mask = (1 << k) - 1
+        pos = bits.pos
+        window_start = pos  # shifts of a short window of the stream, not of the whole stream, stay cheap
+        window = (word >> pos) & WINDOW_MASK
+        for j in range(length):
+            if not zero_map >> j & 1:
+                continue
+            zero = next_zero[pos]  # the unary quotient ends at the next zero bit
+            if zero + 1 + k > size:
+                raise CodecError("lossless stream ends early")
+            q = zero - pos
             if q > 511:
                 raise CodecError("lossless value out of range")
-            u = ((q << k) | bits.get(k)) + 1
-            d = (-((u + 1) >> 1) if u & 1 else u >> 1) if mode == MODE_ZIGZAG else u
-            if u > 511 or not -128 <= zero_point + d <= 127:
-                raise CodecError("lossless value out of range")
-            out[i] = zero_point + d
-    return out.astype(np.int8), 1 + (bits.pos + 7) // 8
+            positions.append(start + j)
+            if zero + 1 + k > window_start + WINDOW_BITS:
+                window_start = zero + 1
+                window = (word >> window_start) & WINDOW_MASK
+            codes.append((q << k) | ((window >> (zero + 1 - window_start)) & low_mask))
+            pos = zero + 1 + k
+        bits.pos = pos
+    u = np.array(codes, np.int64) + 1
+    d = np.where(u & 1, -((u + 1) >> 1), u >> 1) if mode == MODE_ZIGZAG else u
+    x = zero_point + d
+    if np.any(u > 511) or np.any(x < -128) or np.any(x > 127):
+        raise CodecError("lossless value out of range")
+    out = np.full(n, zero_point, np.int8)
+    out[np.array(positions, np.int64)] = x
+    return out, 1 + (bits.pos + 7) // 8
 
 
 # --- entropy and choice -------------------------------------------------------------------------------
