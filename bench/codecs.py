@@ -113,9 +113,11 @@ int main(int argc, char** argv) {
     const uint32_t t1 = platform::cycles_aligned();  // re-bases the counter: measure from here afresh
     const int32_t used = codec::decode(p, stream, bytes, back, kCutBytes);
     const uint32_t decode_instructions = platform::cycles() - t1;
+    uint32_t hash = 2166136261u;  // FNV-1a of the stream, compared with Python's
+    for (int32_t i = 0; i < bytes; ++i) hash = (hash ^ stream[i]) * 16777619u;
     int32_t same = kind < 2 ? 1 : -1;  // -1: lossy, not compared
     for (int32_t i = 0; i < kCutBytes && kind < 2; ++i) same &= back[i] == kCut[i];
-    put(kind); put(bytes); put(used); put(same); put(static_cast<int32_t>(encode_instructions)); put(static_cast<int32_t>(decode_instructions));
+    put(kind); put(bytes); put(used); put(same); put(static_cast<int32_t>(hash)); put(static_cast<int32_t>(encode_instructions)); put(static_cast<int32_t>(decode_instructions));
     platform::write_bytes(reinterpret_cast<const uint8_t*>("\n"), 1);
   }
   platform::exit(0);
@@ -152,12 +154,19 @@ def qemu_instructions(cut: np.ndarray, zero_point: int, shifts: dict[int, int]) 
                         "-kernel", str(elf)], check=True, timeout=120)
         rows = []
         for line in out.read_text().splitlines():
-            kind, size, used, same, enc, dec = map(int, line.split())
-            rows.append({"codec": Kind(kind).name, "bytes": size, "consumed": used,
+            kind, size, used, same, stream_hash, enc, dec = map(int, line.split())
+            rows.append({"codec": Kind(kind).name, "bytes": size, "consumed": used, "fnv1a": stream_hash & 0xFFFFFFFF,
                          "exact": {1: "yes", 0: "NO", -1: "lossy"}[same],
                          "encode_instructions": enc, "decode_instructions": dec,
                          "encode_per_byte": enc / cut.size, "decode_per_byte": dec / cut.size})
         return rows
+
+
+def fnv1a(data: bytes) -> int:
+    h = 2166136261
+    for byte in data:
+        h = ((h ^ byte) * 16777619) & 0xFFFFFFFF
+    return h
 
 
 def table(rows: list[list], header: list[str]) -> str:

@@ -2,6 +2,7 @@
 malformed streams refused without over-reading, lossless >= 2x on a real post-ReLU cut, an arm-none-eabi build."""
 
 import csv
+import importlib.util
 import io
 import shutil
 import tarfile
@@ -304,6 +305,26 @@ def test_a_dense_map_is_requantized():
 
 
 BITS_KINDS = (Kind.REQUANT4, Kind.REQUANT2)
+
+
+@pytest.mark.skipif(shutil.which("qemu-system-arm") is None, reason="qemu-system-arm not installed")
+def test_cortex_m4_writes_the_python_bytes_at_a_bounded_instruction_cost(kws_cuts):
+    """bench/codecs.py's timing firmware on qemu-m4: one real 8,000-byte cut through every codec."""
+    spec = importlib.util.spec_from_file_location("bench_codecs", ROOT / "bench" / "codecs.py")  # not stdlib codecs
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    name, cuts, zero_point = kws_cuts[-1]
+    shifts = {2: 3, 3: 4}
+    rows = bench.qemu_instructions(cuts[0], zero_point, shifts)
+    assert [r["codec"] for r in rows] == ["RAW", "LOSSLESS", "REQUANT4", "REQUANT2"]
+    for row, p in zip(rows, [Params(Kind.RAW, zero_point), Params(Kind.LOSSLESS, zero_point),
+                             Params(Kind.REQUANT4, zero_point, 3), Params(Kind.REQUANT2, zero_point, 4)]):
+        stream = codec.encode(p, cuts[0])
+        assert row["bytes"] == row["consumed"] == len(stream) and row["fnv1a"] == bench.fnv1a(stream), row
+        assert row["exact"] == ("yes" if p.kind in (Kind.RAW, Kind.LOSSLESS) else "lossy")
+    # instruction counts repeat exactly under -icount: bounds well above today's (27.7 / 29.2 / 6.5 / 11.0)
+    per_byte = {r["codec"]: r["encode_per_byte"] for r in rows}
+    assert per_byte["LOSSLESS"] < 35 and per_byte["REQUANT4"] < 10 and per_byte["REQUANT2"] < 15, rows
 
 
 @pytest.mark.skipif(shutil.which("arm-none-eabi-g++") is None, reason="arm-none-eabi-g++ not installed")
