@@ -205,7 +205,7 @@ OFFLOAD = Obj({
     "cuts": List(Obj({"cut": Int(lo=-1), "values": Int(lo=1), "codec": CODEC, "bytes_mean": Num(lo=0),
                       "codec_ratio": Num(lo=0),
                       "edge": Obj({"runs": Str(("model", "stages"))},
-                                  {"file": Str(), "sha256": SHA256, "first_stage": COUNT, "classes": Int(lo=1), "output": COUNT,
+                                  {"file": Str(), "sha256": SHA256, "first_stage": COUNT, "classes": Int(lo=1),
                                    "input": Obj({"shape": List(Int(lo=1), min_len=1), "scale": Num(positive=True),
                                                  "zero_point": Int(-128, 127)})})})),
 }, {"validation": Any(dict, "an object")})

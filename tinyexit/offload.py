@@ -19,7 +19,7 @@ Manifest section (`offload`, optional; tinyexit/manifest.py checks it):
   max_offload_rate, max_bytes_fraction,
   exits:  [{exit, threshold_q15, cut}] one per early exit; cut null: continue on the device
   cuts:   [{cut, values, codec {kind, zero_point, shift, signed_codes}, bytes_mean, codec_ratio,
-            edge: {runs: "model", file, sha256, output, input {shape, scale, zero_point}} | {runs: "stages", first_stage}}]
+            edge: {runs: "model", file, sha256, input {shape, scale, zero_point}, classes} | {runs: "stages", first_stage}}]
   validation: {n_samples, accuracy, device_only_accuracy, offload_rate, bytes_per_sample,
                bytes_always_offload_per_sample, device_energy_uj_mean, device_only_energy_uj_mean}
 """
@@ -87,35 +87,24 @@ def setting(manifest: dict, exit_index: int):
                           codec["signed_codes"])
 
 
-def requantize(x: np.ndarray, source: dict, target: dict) -> np.ndarray:
-    """int8 values in `source`'s (scale, zero_point) -> `target`'s; unchanged when they agree."""
-    if np.isclose(source["scale"], target["scale"], rtol=1e-6) and source["zero_point"] == target["zero_point"]:
-        return np.asarray(x, np.int8)
-    real = (np.asarray(x, np.float64) - source["zero_point"]) * source["scale"]
-    return np.clip(np.round(real / target["scale"]) + target["zero_point"], -128, 127).astype(np.int8)
-
-
 class EdgeModel:
-    """A plain int8 `.tflite` the edge runs on a device's raw input (LiteRT's reference kernels, bit-exact with
-    TFLite Micro on int8 models and ~50x faster than its Python interpreter)."""
+    """A plain int8 `.tflite` the edge runs on a device's raw input, exactly as the edge worker runs it
+    (tinyexit.edge.worker: requantized from the device's input quantization; LiteRT's reference kernels here,
+    bit-exact with TFLite Micro on int8 models and much faster than its Python interpreter)."""
 
-    def __init__(self, path: str | Path, output: int | None = None):
-        from tinyexit.reference import StageInterpreter
+    def __init__(self, path: str | Path):
         from tinyexit.tflite_graph import Graph
 
         self.path = Path(path)
         if not self.path.is_file():
             raise TinyexitError(f"edge model {self.path} not found")
-        data = self.path.read_bytes()
-        g = Graph(data, str(self.path))
-        self.output = len(g.outputs) - 1 if output is None else output  # the logits (several outputs: the last)
-        if len(g.inputs) != 1 or not 0 <= self.output < len(g.outputs):
-            raise TinyexitError(f"{self.path}: the edge model must have one input and an output {self.output}")
+        g = Graph(self.path.read_bytes(), str(self.path))
+        if len(g.inputs) != 1:
+            raise TinyexitError(f"{self.path}: the edge model must have one input")
         self.input = g.tensors[g.inputs[0]].describe()
         if self.input["dtype"] != "int8" or self.input["scale"] is None:
             raise TinyexitError(f"{self.path}: the edge model must take an int8 quantized input")
-        self.classes = int(np.prod(g.tensors[g.outputs[self.output]].shape))
-        self._run = StageInterpreter(data, "litert-ref", self.path.name)
+        self.classes = int(np.prod(g.tensors[g.outputs[0]].shape))  # the worker answers from output 0
 
     def describe_input(self) -> dict:
         return {"shape": [int(v) for v in self.input["shape"]], "scale": float(self.input["scale"]),
@@ -123,12 +112,11 @@ class EdgeModel:
 
     def predict(self, x_q: np.ndarray, device_input: dict) -> np.ndarray:
         """Classes for int8 samples in the device's input quantization."""
-        shape = self.input["shape"][1:]
-        x = requantize(x_q, device_input, self.input)
-        if int(np.prod(shape)) != x[0].size:
-            raise TinyexitError(f"the edge model takes {int(np.prod(shape))} values per sample, the device's "
-                                f"input has {x[0].size}")
-        return np.array([int(np.argmax(self._run(v.reshape(1, *shape))[self.output])) for v in x])
+        from tinyexit.edge.worker import _EdgeNetwork
+
+        net = _EdgeNetwork(self.path, device_input, "litert-ref")
+        shape = device_input["shape"]
+        return np.array([net(np.asarray(v, np.int8).reshape(shape))[0] for v in x_q])
 
 
 def stage_outputs(manifest: dict, x_q: np.ndarray, progress: bool = False):
@@ -212,7 +200,7 @@ def cuts_for(manifest: dict, x_q: np.ndarray, logits: list[np.ndarray], features
         sent = np.minimum([len(s) for s in encoded(codec, x_q)], input_bytes)
         raw_input = Cut(-1, input_bytes, codec, sent, edge.predict(x_q, manifest["input"]),
                         {"runs": "model", "file": edge_file or EDGE_MODEL_FILE, "sha256": edge_sha256 or "",
-                         "output": edge.output, "input": edge.describe_input(), "classes": edge.classes}, input_bytes)
+                         "input": edge.describe_input(), "classes": edge.classes}, input_bytes)
         out.append(raw_input)
     for k, tensors in features.items():
         zp = manifest["stages"][k]["outputs"][0]["zero_point"]

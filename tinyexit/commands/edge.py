@@ -41,6 +41,7 @@ def add_arguments(p) -> None:
     _fleet_argument(st)
     st.add_argument("--json", action="store_true", help="the records as JSON")
     st.set_defaults(_edge=_status)
+    _add_run(sub)
 
 
 def _broker_argument(p, default: str = "default: start a private mosquitto on 127.0.0.1") -> None:
@@ -89,4 +90,79 @@ def _status(args) -> int:
               f"{sum(m.role == 'worker' for m in members)} edge workers")
         if members:
             print(registry.format_table(members))
+    return 0
+
+
+def _add_run(sub) -> None:
+    """`edge run` (tinyexit/edge/run.py): a fleet of emulated or host devices against the edge service."""
+    r = sub.add_parser("run", help="N firmware instances bridged to the edge service; writes edge_report.json",
+                       description="Build the firmware for TARGET, start N instances bridged to an MQTT broker (a "
+                                   "private mosquitto and edge service unless --broker names one already serving), "
+                                   "run the inputs device-only and then as the device->edge cascade of the "
+                                   "manifest's offload policy (chosen on the validation split first when the "
+                                   "manifest has none, or with --edge-model/--board/--link), and write "
+                                   "DIR/edge_report.json and DIR/edge_accuracy_bytes.png.")
+    r.add_argument("export", metavar="EXPORT", help="export folder (manifest.json + stages)")
+    r.add_argument("--devices", type=positive_int, default=2, metavar="N", help="firmware instances (default 2)")
+    r.add_argument("--target", choices=["host", "qemu-m4", "qemu-m7"], default="qemu-m4",
+                   help="what each device is (default qemu-m4)")
+    src = r.add_mutually_exclusive_group(required=True)
+    src.add_argument("--inputs", metavar="X.npy", help="int8 inputs (tinyexit inputs makes them)")
+    src.add_argument("--split", choices=["val", "test"], help="a split of the export's task dataset")
+    r.add_argument("--labels", metavar="y.npy", help="with --inputs: their labels (needed for accuracies)")
+    r.add_argument("--data", metavar="PATH", help="the dataset in its official layout (default: ../shared/datasets)")
+    r.add_argument("--limit", type=positive_int, metavar="N", help="the first N samples only")
+    r.add_argument("--out", default="edge_run", metavar="DIR", help="output folder (default: edge_run)")
+    _broker_argument(r, "default: start a private mosquitto and the edge service for this run")
+    r.add_argument("--edge-model", metavar="MODEL.tflite",
+                   help="choose the offload policy again with this edge model for raw inputs (copied into EXPORT)")
+    r.add_argument("--board", help="price energy (and choose the policy) for this boards/*.yaml board")
+    r.add_argument("--link", choices=["uart", "ble", "wifi"], help="the board's link to the edge (default: its first)")
+    r.add_argument("--workers", type=positive_int, default=2, metavar="N", help="edge worker processes (default 2)")
+    r.add_argument("--deadline", type=non_negative_float, default=5.0, metavar="S",
+                   help="seconds a device waits for the edge before answering itself (default 5)")
+    _fleet_argument(r)
+    r.set_defaults(_edge=_run, fleet="run")
+
+
+def _run(args) -> int:
+    from pathlib import Path
+
+    from tinyexit import manifest as mf
+    from tinyexit.edge.run import run_fleet
+    from tinyexit.errors import TinyexitError
+
+    if args.broker:
+        from tinyexit.edge.broker import parse_url
+
+        parse_url(args.broker)
+    m = mf.read(args.export)
+    if args.inputs:
+        from tinyexit import inputs
+
+        if not args.labels:
+            raise TinyexitError("--inputs needs --labels: the report compares accuracies")
+        (x,), y = inputs.load_for_model(args.export, [args.inputs], args.labels)
+    else:
+        if args.labels:
+            raise TinyexitError("--labels goes with --inputs (--split brings its own labels)")
+        from tinyexit import pipeline
+        from tinyexit.commands import data_of
+        from tinyexit.reference import quantize_input
+
+        ds = pipeline.load_data(m["task"], data_of(args.data, args.export, m))
+        split = getattr(ds, args.split)
+        pipeline.check_input(m, split)
+        x, y = quantize_input(m, split.x), split.y
+    x, y = x[:args.limit], y[:args.limit]
+    rep = run_fleet(args.export, args.devices, args.target, x, y, Path(args.out), broker=args.broker,
+                    edge_model=args.edge_model, board=args.board, link=args.link, data=args.data,
+                    workers=args.workers, deadline_s=args.deadline, fleet=args.fleet)
+    print(f"{rep['task']} on {rep['devices']} x {rep['target']}, {rep['n_samples']} samples: cascade "
+          f"{rep['cascade_accuracy']:.2%} (device only {rep['device_only_accuracy']:.2%}, edge only "
+          f"{rep['edge_only_accuracy']:.2%}), offload rate {rep['offload_rate']:.1%}, "
+          f"{rep['bytes_sent_per_sample']:.1f} B/sample ({rep['bytes_sent_per_sample'] / rep['bytes_always_offload_per_sample']:.1%} "
+          f"of always offloading), device energy {rep['device_energy_uj_mean']:.1f} uJ (device only "
+          f"{rep['device_only_energy_uj_mean']:.1f}), cache hits {rep['cache_hit_rate']:.1%}, fallbacks "
+          f"{rep['fallbacks']}; {Path(args.out) / 'edge_report.json'}")
     return 0
