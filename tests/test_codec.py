@@ -322,7 +322,7 @@ def test_cortex_m4_writes_the_python_bytes_at_a_bounded_instruction_cost(kws_cut
         stream = codec.encode(p, cuts[0])
         assert row["bytes"] == row["consumed"] == len(stream) and row["fnv1a"] == bench.fnv1a(stream), row
         assert row["exact"] == ("yes" if p.kind in (Kind.RAW, Kind.LOSSLESS) else "lossy")
-    # instruction counts repeat exactly under -icount: bounds well above today's (27.7 / 29.2 / 6.5 / 11.0)
+    # instruction counts repeat exactly under -icount: bounds well above today's encode figures (27.4 / 6.5 / 11.0)
     per_byte = {r["codec"]: r["encode_per_byte"] for r in rows}
     assert per_byte["LOSSLESS"] < 35 and per_byte["REQUANT4"] < 10 and per_byte["REQUANT2"] < 15, rows
 

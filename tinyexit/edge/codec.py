@@ -7,7 +7,7 @@ Streams carry no header: both sides know the Params (manifest's offload section)
              u = x - zp; 1: zigzag of x - zp; 2: stored, n raw bytes follow, so never more than n + 1
              bytes), then a bit stream filled from each byte's least significant bit, per block of up to 64
              values: 1 bit "any value != zp" (0 ends the block), 3 bits Rice parameter k (smallest k <= 7
-             with count << k >= sum(u - 1)), one bit per value (1 = != zp), then per such value Rice(u - 1,
+             with count << (k + 1) >= sum(u - 1)), one bit per value (1 = != zp), then per such value Rice(u - 1,
              k): (u - 1) >> k one bits, a zero bit, the k low bits. Padding bits are zero.
   REQUANT4/2 each value's distance from the zero point, d = x - zp, shifted right with rounding
              (q = (d + 2^(shift-1)) >> shift, no rounding at shift 0) and clamped to [0, 2^bits - 1]
@@ -168,8 +168,8 @@ def rice_parameters(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     count = (padded != 0).sum(1)
     total = np.where(padded != 0, padded - 1, 0).sum(1)
     k = np.zeros(len(count), np.int64)
-    for _ in range(7):  # smallest k <= 7 with count << k >= total
-        k += (count << k) < total
+    for _ in range(7):  # smallest k <= 7 with count << (k + 1) >= total
+        k += (count << (k + 1)) < total
     return count, k
 
 
