@@ -15,13 +15,10 @@ Figures are instruction counts under QEMU -icount (not Cortex-M4 cycles).
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
 
@@ -117,7 +114,8 @@ int main(int argc, char** argv) {
     for (int32_t i = 0; i < bytes; ++i) hash = (hash ^ stream[i]) * 16777619u;
     int32_t same = kind < 2 ? 1 : -1;  // -1: lossy, not compared
     for (int32_t i = 0; i < kCutBytes && kind < 2; ++i) same &= back[i] == kCut[i];
-    put(kind); put(bytes); put(used); put(same); put(static_cast<int32_t>(hash)); put(static_cast<int32_t>(encode_instructions)); put(static_cast<int32_t>(decode_instructions));
+    put(kind); put(bytes); put(used); put(same); put(static_cast<int32_t>(hash));
+    put(static_cast<int32_t>(encode_instructions)); put(static_cast<int32_t>(decode_instructions));
     platform::write_bytes(reinterpret_cast<const uint8_t*>("\n"), 1);
   }
   platform::exit(0);
@@ -239,7 +237,8 @@ def main() -> None:
             p = val_report.codecs[kind].params  # shift calibrated on the validation split
             row.append(f"{accuracy(decoded(p, test)):.4f} (shift {p.shift})")
         accuracy_rows.append(row)
-    print(f"Ratio = raw bytes / encoded bytes, mean over {args.samples} samples per cut (kws01 inputs; random test-split samples of the exports)")
+    print(f"Ratio = raw bytes / encoded bytes, mean over {args.samples} samples per cut "
+          "(kws01 inputs; random test-split samples of the exports)")
     print(table(rows, header))
     if accuracy_rows:
         print("\nFinal-exit accuracy on the test split, features exact (raw or lossless) vs requantized and decoded")

@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 FIRMWARE = ROOT / "firmware"
 CODEC_SOURCES = sorted((FIRMWARE / "runtime" / "codec").glob("*.cc"))
 EXAMPLE = ROOT / "examples" / "har-tiny" / "export"
-FLAGS = ["-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", "-fno-exceptions", "-fno-rtti", f"-I{FIRMWARE / 'include'}"]
+FLAGS = ["-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", "-fno-exceptions", "-fno-rtti",
+         f"-I{FIRMWARE / 'include'}"]
 
 # Reads records from stdin: op u8 (0 encode, 1 decode), kind u8, zero point i8, shift i8, signed codes u8,
 # n i32, capacity i32, payload length i32, payload; answers each with result i32 and the bytes produced
@@ -155,7 +156,8 @@ def test_python_round_trip(tensor, p):
         assert np.all(y[x == zero_point] == zero_point)
         lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if p.signed_codes else (0, (1 << bits) - 1)
         d = x.astype(np.int32) - zero_point
-        inside = (d >= lo << p.shift) & (d <= hi << p.shift) & (zero_point + (d >> p.shift << p.shift) + (1 << p.shift) <= 127)
+        inside = ((d >= lo << p.shift) & (d <= hi << p.shift)
+                  & (zero_point + (d >> p.shift << p.shift) + (1 << p.shift) <= 127))
         assert np.all(np.abs(y[inside].astype(np.int32) - x[inside]) <= (1 << p.shift) // 2)
 
 
@@ -266,7 +268,8 @@ def kws_post_relu_cuts(datasets: Path, samples: int) -> list[tuple[str, np.ndarr
             if "Relu" in tensors[op["outputs"][0]]["name"]]
     cuts = {t["index"]: [] for t in relu}
     for row in rows:
-        model.set_tensor(model.get_input_details()[0]["index"], np.frombuffer(files[row[0]], np.int8).reshape(1, 49, 10, 1))
+        x = np.frombuffer(files[row[0]], np.int8).reshape(1, 49, 10, 1)
+        model.set_tensor(model.get_input_details()[0]["index"], x)
         model.invoke()
         for index, found in cuts.items():
             found.append(model.get_tensor(index).reshape(-1).copy())

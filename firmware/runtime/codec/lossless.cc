@@ -1,6 +1,7 @@
 // kLossless for post-ReLU int8 maps, where most values equal the zero point: a zero map plus
 // Rice-coded distances, in blocks of 64 values. Chosen by measurement on real cut tensors
-// (bench/codecs.py): it reaches the maps' order-0 entropy within ~2% at a few instructions per value.
+// (bench/codecs.py): it reaches the maps' order-0 entropy (within ~1%, per-block parameters sometimes beat
+// it), beats zlib -9 and lz4 and ties zstd -19, at ~27 instructions per byte to encode on qemu-m4.
 //
 // Stream: byte 0 is the mode, then a bit stream (bits filled from each byte's least significant end):
 //   mode 0: every value >= zero_point; u = x - zero_point

@@ -25,8 +25,10 @@ template <int kBits, bool kSigned>
 void encode_codes(const int8_t* data, int32_t n, int32_t offset, int shift, uint8_t* out) {
   constexpr int32_t per_byte = 8 / kBits;
   const int32_t whole = n / per_byte;
-  for (int32_t b = 0; b < whole; ++b) out[b] = pack<kBits, kSigned>(data + b * per_byte, per_byte, offset, shift);  // per_byte constant: unrolled
-  if (whole * per_byte < n) out[whole] = pack<kBits, kSigned>(data + whole * per_byte, n - whole * per_byte, offset, shift);
+  // whole bytes with a constant count (the loop in pack unrolls), then the last, partial one
+  for (int32_t b = 0; b < whole; ++b) out[b] = pack<kBits, kSigned>(data + b * per_byte, per_byte, offset, shift);
+  const int32_t rest = n - whole * per_byte;
+  if (rest > 0) out[whole] = pack<kBits, kSigned>(data + whole * per_byte, rest, offset, shift);
 }
 
 template <int kBits>
