@@ -147,12 +147,50 @@ inline int popcount(uint32_t x) {
 
 // One block: the zero map (two words) and sum(u - 1) in one pass, then the Rice codes of the nonzero values
 // found from the map's set bits.
+#if defined(__ARM_FEATURE_DSP)
+// The first pass over a whole block of unsigned codes, four values per word: USUB8 on the values biased to
+// unsigned gives the four distances and, in its GE flags, whether each is >= 0; a second USUB8 from zero
+// flags the distances equal to 0; SEL turns flags into byte masks (each flag-setter and its SEL share one
+// asm statement: the compiler does not know SEL reads them). USADA8 adds the four distances to the sum, and
+// a multiply gathers the four nonzero flags (bits 0, 8, 16, 24) into bits 28..31. Same results as the
+// portable loop; false when a value lies below the zero point.
+inline bool scan_block_dsp(const int8_t* block, int8_t zero_point, uint32_t map[2], uint32_t* sum) {
+  const uint32_t bias = 0x80808080u, ones = 0xFFFFFFFFu, zero = 0;
+  const uint32_t zero4 = (static_cast<uint32_t>(static_cast<uint8_t>(zero_point)) ^ 0x80u) * 0x01010101u;
+  uint32_t at_or_above = ones, total = *sum;
+  for (int half = 0; half < 2; ++half) {
+    uint32_t word = 0;
+    for (int group = 0; group < 8; ++group) {
+      uint32_t x;
+      __builtin_memcpy(&x, block + half * 32 + group * 4, 4);
+      uint32_t d, ge, nonzero;
+      asm("usub8 %0, %3, %4\n\tsel %1, %5, %6\n\tusub8 %2, %6, %0\n\tsel %2, %6, %5"
+          : "=&r"(d), "=&r"(ge), "=&r"(nonzero)
+          : "r"(x ^ bias), "r"(zero4), "r"(ones), "r"(zero));
+      asm("usada8 %0, %1, %2, %0" : "+r"(total) : "r"(d), "r"(zero));
+      at_or_above &= ge;
+      word |= (((nonzero & 0x01010101u) * 0x10204080u) >> 28) << (group * 4);
+    }
+    map[half] = word;
+  }
+  *sum = total;
+  return at_or_above == ones;
+}
+#endif
+
 // Returns false (nothing written) when a value lies below the zero point and kZigzag is off.
 template <bool kZigzag>
 bool encode_block(const int8_t* block, int32_t length, int8_t zero_point, BitWriter& bits) {
   uint32_t map[2] = {0, 0};
   uint32_t sum = 0;
-  for (int32_t half = 0; half * 32 < length; ++half) {
+  bool scanned = false;
+#if defined(__ARM_FEATURE_DSP)
+  if (!kZigzag && length == kBlock) {
+    if (!scan_block_dsp(block, zero_point, map, &sum)) return false;
+    scanned = true;
+  }
+#endif
+  for (int32_t half = 0; !scanned && half * 32 < length; ++half) {
     const int32_t end = length < (half + 1) * 32 ? length : (half + 1) * 32;
     uint32_t word = 0, bit = 1;
     int32_t below = 0;
