@@ -9,7 +9,7 @@ errors of the paired difference (per sample: right at the final exit alone minus
 
 Target-driven calibration (`calibrate_target`, `tinyexit calibrate --target`) prices every candidate in
 measured instructions instead of MACs: `cost.instructions[<qemu target>]` in the manifest holds each stage's
-count on the emulated core with every early exit off (tinyexit.pipeline.measure_instructions). The target is
+count on the emulated core with every early exit off (tinyexit.measure.measure_instructions). The target is
 an accuracy drop (cheapest candidate within it, with the margin above), or a mean instruction or energy
 budget (most accurate candidate within it). Energy = instructions taken as cycles x board power / clock.
 Candidates: one threshold shared by all early exits (every distinct score), and with 2-3 early exits also a

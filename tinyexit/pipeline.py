@@ -14,20 +14,13 @@ from tinyexit import manifest as mf
 from tinyexit import models
 from tinyexit.data import Dataset, Split
 from tinyexit.errors import TinyexitError
+from tinyexit.measure import MEASURE_SAMPLES, REPRESENTATIVE_SAMPLES, keras_verbosity, measure_instructions
 
 DEFAULT_EPOCHS = 30
-REPRESENTATIVE_SAMPLES = 500
 
 
 def load_data(task: str, path: str | None) -> Dataset:
     return data_mod.load(task, path)
-
-
-def keras_verbosity() -> int:
-    """Live progress bars on a terminal, one line per epoch in logs and CI."""
-    import sys
-
-    return 1 if sys.stdout.isatty() else 2
 
 
 def train(ds: Dataset, out_dir: Path, exits_after: list[int] | None = None, epochs: int = DEFAULT_EPOCHS,
@@ -75,23 +68,24 @@ def bare_model(model, spec):
 
 
 def firmware_run(out: Path, model, spec, ds: Dataset, target: str = "qemu-m4", samples: int | None = None,
-                 seed: int = 0) -> dict:
+                 seed: int = 0, executor=None) -> dict:
     """The exported stages on the firmware (emulated Cortex-M4 by default) over the test split, checked
-    against TFLite Micro, and the same network without exits for the instruction baseline."""
+    against TFLite Micro, and the same network without exits for the instruction baseline. executor: a
+    tinyexit.cluster executor to run the firmware on (default: this machine's cores)."""
     from tinyexit.export import convert_int8
     from tinyexit.reference import all_exit_logits, decide, quantize_input
-    from tinyexit.sim import simulate
+    from tinyexit.cluster import simulate
 
     manifest = mf.read(out / "export")
     split = ds.test if samples is None else ds.test.subset(samples, seed)
     x = quantize_input(manifest, split.x)
-    result, summary = simulate(out / "export", target, x, split.y, out / "firmware" / target)
+    result, summary = simulate(executor, out / "export", target, x, split.y, out / "firmware" / target)
     reference = decide(manifest, all_exit_logits(manifest, x))
     mismatches = int(np.sum((result["exit"] != reference.exit) | (result["pred"] != reference.pred)))
     bare = convert_int8(bare_model(model, spec), ds.train.subset(REPRESENTATIVE_SAMPLES, seed).x)
     atomic.write_bytes(out / "firmware" / "no_exit.tflite", bare)
     x_bare = np.clip(np.round(split.x[:20] / manifest["input"]["scale"]) + manifest["input"]["zero_point"], -128, 127)
-    _, base = simulate(out / "firmware" / "no_exit.tflite", target, x_bare.astype(np.int8), None,
+    _, base = simulate(executor, out / "firmware" / "no_exit.tflite", target, x_bare.astype(np.int8), None,
                        out / "firmware" / f"{target}-no-exit", progress=False)
     return {
         "firmware_target": target,
@@ -142,41 +136,14 @@ def calibrate(export_dir: Path, ds: Dataset | None, budget_pp: float = 1.0, out_
                DEFAULT_MARGIN_SIGMA if margin_sigma is None else margin_sigma, tuple(kinds))
 
 
-MEASURE_SAMPLES = 20  # the kernels take the same path for every input (HAR, KWS: identical counts); an average guards
-
-
-def measure_instructions(model_path: Path, target: str, x_q: np.ndarray, samples: int = MEASURE_SAMPLES) -> dict:
-    """Each stage's instruction count on an emulated core with every early exit off, averaged over the first
-    `samples` inputs: the cost model of target-driven calibration (manifest `cost.instructions[target]`) and
-    of exit placement. `model_path`: an export folder, or a plain `.tflite` (one stage, no exits)."""
-    import tempfile
-
-    from tinyexit.firmware_build import build
-    from tinyexit.harness import firmware
-    from tinyexit.policy import NEVER
-
-    model_path = Path(model_path)
-    exits = mf.read(model_path)["exits"] if model_path.is_dir() else []
-    with tempfile.TemporaryDirectory() as tmp:
-        fw = build(model_path, target, Path(tmp))
-        with firmware(target, fw.binary) as dev:
-            info = dev.info()
-            early = {e["index"]: NEVER for e in exits if not e["final"]}
-            if early:
-                dev.set_policy(early)
-            runs = [dev.infer(x_q[i], with_output=False).stage_cycles for i in range(min(samples, len(x_q)))]
-    stage = np.mean(runs, axis=0)
-    return {"unit": info["cycle_unit"], "samples": len(runs), "stage": stage.round(1).tolist(),
-            "to_exit": np.cumsum(stage).round(1).tolist()}
-
-
 def calibrate_target(export_dir: Path, ds: Dataset | None, target, board=None, out_dir: Path | None = None,
                      margin_sigma: float | None = None, kinds: tuple[str, ...] = ("max_prob",), measure: bool = False,
                      cost_target: str = "qemu-m4", progress: bool = True,
-                     arrays: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+                     arrays: tuple[np.ndarray, np.ndarray] | None = None, executor=None) -> dict:
     """`tinyexit calibrate --target`: price candidates in `cost_target`'s measured instructions (from the
     manifest, measured first when absent or when `measure`, and stored with the chosen policy), choose for
-    `target` (tinyexit.calibrate.Target), write the policy into the manifest. `arrays`: see calibrate."""
+    `target` (tinyexit.calibrate.Target), write the policy into the manifest. `arrays`: see calibrate.
+    executor: where the measuring firmware runs (tinyexit.cluster; default: this machine)."""
     from tinyexit import calibrate as cal
     from tinyexit.reference import all_exit_logits
 
@@ -187,7 +154,7 @@ def calibrate_target(export_dir: Path, ds: Dataset | None, target, board=None, o
         if progress:
             print(f"measuring each stage's instructions on {cost_target} ({MEASURE_SAMPLES} validation samples, "
                   f"early exits off)")
-        stored = measure_instructions(export_dir, cost_target, x)
+        stored = measure_instructions(export_dir, cost_target, x, executor=executor)
         # saved with the policy at the end, so a failing calibration leaves the manifest as it was
         manifest["cost"].setdefault("instructions", {})[cost_target] = stored
     logits = all_exit_logits(manifest, x, progress=progress)
@@ -343,10 +310,11 @@ class Stopwatch:
 def finish(model, spec, ds: Dataset, out: Path, budget_pp: float = 1.0, seed: int = 0,
            agreement_samples: int = 300, clock: Stopwatch | None = None, macs_no_exit: int | None = None,
            extra: dict | None = None, step: int = 3, steps: int = 6, firmware_samples: int | None = None,
-           quantized=None, weight_bits: dict[str, int] | None = None) -> dict:
+           quantized=None, weight_bits: dict[str, int] | None = None, executor=None) -> dict:
     """The common tail of every run: int8 export, calibration on validation, evaluation on test,
     report.json. Returns the report. `quantized`: a fake-quantized copy of `model` with per-layer
-    `weight_bits` to export instead (float figures and the no-exit baseline stay the float model's)."""
+    `weight_bits` to export instead (float figures and the no-exit baseline stay the float model's).
+    executor: see firmware_run."""
     from tinyexit.report import demo_table
 
     clock = clock or Stopwatch()
@@ -357,7 +325,7 @@ def finish(model, spec, ds: Dataset, out: Path, budget_pp: float = 1.0, seed: in
     print(f"[{step + 2}/{steps}] evaluation on the test split (TFLite Micro)")
     metrics = evaluate(out / "export", ds.test)
     print(f"[{step + 3}/{steps}] firmware on the emulated Cortex-M4 (qemu-m4, -icount) vs TFLite Micro")
-    firmware = firmware_run(out, model, spec, ds, samples=firmware_samples, seed=seed)
+    firmware = firmware_run(out, model, spec, ds, samples=firmware_samples, seed=seed, executor=executor)
     manifest = mf.read(out / "export")
     report = {
         "task": ds.task,
@@ -386,10 +354,11 @@ def finish(model, spec, ds: Dataset, out: Path, budget_pp: float = 1.0, seed: in
 
 def retrofit(pretrained_path: Path, ds: Dataset, out: Path, after: list[str] | None = None, epochs: int | None = None,
              budget_pp: float = 1.0, seed: int = 0, agreement_samples: int = 300, search: bool = False,
-             firmware_samples: int | None = None) -> dict:
+             firmware_samples: int | None = None, executor=None) -> dict:
     """Freeze a pretrained model, train T-RECX heads at the chosen layers, then export, calibrate, report.
     `search`: choose the layer with the placement analysis instead of `after` / the T-RECX default.
-    `epochs`: passes of head training over the augmented views (retrofit.train_heads)."""
+    `epochs`: passes of head training over the augmented views (retrofit.train_heads). executor: see
+    firmware_run."""
     from tinyexit import retrofit as rf
 
     clock = Stopwatch()
@@ -404,7 +373,7 @@ def retrofit(pretrained_path: Path, ds: Dataset, out: Path, after: list[str] | N
 
         print("[2/8] exit placement analysis: a head after every separable block (backbone frozen)")
         placement, heads = place.analyse(ds, out / "place", head_epochs=epochs, budget_pp=budget_pp, seed=seed,
-                                         pretrained=pretrained)
+                                         pretrained=pretrained, executor=executor)
         write_json(out / "place" / "placement.json", placement)
         print(place.table(placement))
         best = next(r for r in placement["candidates"] if r["cut"] == placement["recommended_cut"])
@@ -420,4 +389,4 @@ def retrofit(pretrained_path: Path, ds: Dataset, out: Path, after: list[str] | N
     return finish(model, spec, ds, out, budget_pp, seed, agreement_samples, clock, None,
                   extra={"pretrained": str(pretrained_path), "cuts": cuts, "int8_pretrained_accuracy": pretrained_int8,
                          "epochs": epochs, "placement": placement["candidates"] if placement else None},
-                  step=4, steps=8, firmware_samples=firmware_samples)
+                  step=4, steps=8, firmware_samples=firmware_samples, executor=executor)

@@ -29,11 +29,12 @@ PRICE_TARGET = "qemu-m4"  # where the instruction counts come from
 
 
 def analyse(ds: Dataset, out_dir: Path, epochs: int = 30, head_epochs: int = 15, budget_pp: float = 1.0,
-            seed: int = 0, verbose: int | None = None, pretrained=None) -> dict:
+            seed: int = 0, verbose: int | None = None, pretrained=None, executor=None) -> dict:
     """Placement analysis of the task's own backbone (trained here) or of a `pretrained` Keras model
-    (candidates: the end of every depthwise-separable block but the last two)."""
+    (candidates: the end of every depthwise-separable block but the last two). executor: where the candidates'
+    firmware runs, side by side (tinyexit.cluster; default: this machine's cores)."""
     from tinyexit.export import macs_of
-    from tinyexit.pipeline import keras_verbosity
+    from tinyexit.measure import keras_verbosity
     from tinyexit.train import train
 
     verbose = keras_verbosity() if verbose is None else verbose
@@ -61,11 +62,15 @@ def analyse(ds: Dataset, out_dir: Path, epochs: int = 30, head_epochs: int = 15,
         heads, heads_spec = retrofit.attach_exits(pretrained, cut_layers, ds.task, ds.classes, ds.preprocessing)
         heads = retrofit.train_heads(heads, heads_spec, ds, epochs=head_epochs, seed=seed, verbose=verbose)
     no_exit_model = pretrained if pretrained is not None else backbone
-    instructions_no_exit = _instructions_no_exit(no_exit_model, ds, seed) if can_price_instructions() else None
+    with tempfile.TemporaryDirectory() as tmp:
+        exported = [_export_candidate(heads, heads_spec, (cut, f"exit{j}"), ds, macs_no_exit, seed, Path(tmp) / str(j))
+                    for j, cut in enumerate(cut_layers)]
+        priced = _price(no_exit_model, exported, ds, seed, Path(tmp), executor) if can_price_instructions() else None
+    instructions_no_exit = priced[0] if priced else None
     rows = [dict(block=b, cut=cut, head=f"exit{j}",
-                 **_candidate(heads, heads_spec, (cut, f"exit{j}"), ds, macs_no_exit, budget_pp, seed,
+                 **_candidate(manifest, logits, ds, macs_no_exit, budget_pp, priced[1][j] if priced else None,
                               instructions_no_exit))
-            for j, (b, cut) in enumerate(zip(candidates, cut_layers))]
+            for j, (b, cut, (manifest, logits)) in enumerate(zip(candidates, cut_layers, exported))]
     price = "projected_instruction_ratio" if instructions_no_exit else "projected_mac_ratio"
     best = min(rows, key=lambda r: r[price])
     result = {"task": ds.task, "budget_pp": budget_pp, "macs_no_exit": int(macs_no_exit),
@@ -92,38 +97,43 @@ def can_price_instructions() -> bool:
     return all(shutil.which(tool) for tool in (TARGETS[PRICE_TARGET]["compiler"], "qemu-system-arm"))
 
 
-def _instructions_no_exit(model, ds: Dataset, seed: int) -> float:
-    """The network without exits, quantized to int8 as one plain .tflite, run once on PRICE_TARGET."""
+def _export_candidate(heads, heads_spec, cut: tuple[str, str], ds: Dataset, macs_no_exit: int, seed: int,
+                      folder: Path) -> tuple[dict, list]:
+    """One candidate exit as real int8 stages in `folder`: (its manifest, its exits' logits on validation)."""
+    from tinyexit.export import export
+    from tinyexit.reference import all_exit_logits, quantize_input
+
+    manifest = export(heads, heads_spec, ds.train.subset(300, seed).x, folder, macs_no_exit=macs_no_exit, cuts=[cut])
+    manifest["_dir"] = str(folder)
+    return manifest, all_exit_logits(manifest, quantize_input(manifest, ds.val.x))
+
+
+def _price(no_exit_model, exported: list[tuple[dict, list]], ds: Dataset, seed: int, tmp: Path,
+           executor) -> tuple[float, list[list[float]]]:
+    """The network without exits (quantized to int8 as one plain .tflite) and each candidate's stages, run once
+    on PRICE_TARGET with early exits off, side by side on the executor: (instructions without exits, each
+    candidate's instructions per stage)."""
     from tinyexit.export import convert_int8
-    from tinyexit.pipeline import REPRESENTATIVE_SAMPLES, measure_instructions
+    from tinyexit.measure import REPRESENTATIVE_SAMPLES, measure_many
     from tinyexit.reference import quantize_input
     from tinyexit.tflite_graph import Graph
 
-    buf = convert_int8(model, ds.train.subset(REPRESENTATIVE_SAMPLES, seed).x)
+    buf = convert_int8(no_exit_model, ds.train.subset(REPRESENTATIVE_SAMPLES, seed).x)
     graph = Graph(buf, "the network without exits")
-    x_q = quantize_input({"input": graph.tensors[graph.inputs[0]].describe()}, ds.val.x[:1])
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "no_exit.tflite"
-        path.write_bytes(buf)
-        return float(sum(measure_instructions(path, PRICE_TARGET, x_q, samples=1)["stage"]))
+    no_exit = tmp / "no_exit.tflite"
+    no_exit.write_bytes(buf)
+    models = [(no_exit, quantize_input({"input": graph.tensors[graph.inputs[0]].describe()}, ds.val.x[:1]))]
+    models += [(Path(manifest["_dir"]), quantize_input(manifest, ds.val.x[:1])) for manifest, _ in exported]
+    counts = measure_many(models, PRICE_TARGET, samples=1, executor=executor)
+    return float(sum(counts[0]["stage"])), [c["stage"] for c in counts[1:]]
 
 
-def _candidate(heads, heads_spec, cut: tuple[str, str], ds: Dataset, macs_no_exit: int, budget_pp: float,
-               seed: int, instructions_no_exit: float | None) -> dict:
-    """Export one candidate exit as real int8 stages and calibrate it on the validation split; with
-    `instructions_no_exit`, also run its stages once on PRICE_TARGET."""
+def _candidate(manifest: dict, logits: list, ds: Dataset, macs_no_exit: int, budget_pp: float,
+               stage_instructions: list[float] | None, instructions_no_exit: float | None) -> dict:
+    """One exported candidate calibrated on the validation split; with its measured `stage_instructions`,
+    also the instruction ratio it projects."""
     from tinyexit.calibrate import choose, sweep
-    from tinyexit.export import export
-    from tinyexit.pipeline import measure_instructions
-    from tinyexit.reference import all_exit_logits, quantize_input
 
-    with tempfile.TemporaryDirectory() as tmp:
-        manifest = export(heads, heads_spec, ds.train.subset(300, seed).x, Path(tmp), macs_no_exit=macs_no_exit,
-                          cuts=[cut])
-        manifest["_dir"] = tmp
-        logits = all_exit_logits(manifest, quantize_input(manifest, ds.val.x))
-        stage_instructions = (measure_instructions(Path(tmp), PRICE_TARGET, quantize_input(manifest, ds.val.x[:1]),
-                                                   samples=1)["stage"] if instructions_no_exit else None)
     chosen, final_acc = choose(sweep(manifest, logits, ds.val.y), budget_pp)
     priced = {}
     if stage_instructions:

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from tinyexit import cluster
 from tinyexit.commands import add_data_arguments, non_negative_float, percentage_points
 
 HELP = ("sweep the integer exit-policy thresholds on the validation split and write the chosen policy into "
@@ -36,6 +37,7 @@ def add_arguments(p) -> None:
                    metavar="KIND", help="policy kinds to sweep; the best for the budget or target wins "
                                         "(max_prob, margin, entropy; default: max_prob)")
     p.add_argument("--out", metavar="DIR", help="where sweep.csv, sweep.json, pareto.png go (default: EXPORT_DIR)")
+    cluster.add_cluster_argument(p, "with --target: measure the instructions")
 
 
 def _board_and_cost_target(target, board_name):
@@ -84,8 +86,8 @@ def run(args) -> int:
     from tinyexit.errors import TinyexitError
 
     if args.target is None:
-        if args.board or args.measure:
-            raise TinyexitError("--board and --measure go with --target")
+        if args.board or args.measure or args.cluster:
+            raise TinyexitError("--board, --measure and --cluster go with --target")
         return _run_budget(args)
     if args.budget_pp is not None:
         raise TinyexitError("give either --budget-pp or --target, not both")
@@ -96,8 +98,10 @@ def run(args) -> int:
     manifest = mf.read(args.export)
     check_outputs(args)
     ds, arrays = data_for(args, manifest)
-    s = pipeline.calibrate_target(Path(args.export), ds, target, board, Path(args.out) if args.out else None,
-                                  args.margin_sigma, tuple(args.policies), args.measure, cost_target, arrays=arrays)
+    with cluster.executor(1, args.cluster) as pool:  # one model: one firmware run
+        s = pipeline.calibrate_target(Path(args.export), ds, target, board, Path(args.out) if args.out else None,
+                                      args.margin_sigma, tuple(args.policies), args.measure, cost_target,
+                                      arrays=arrays, executor=pool)
     c = s["chosen"]
     energy = f", {c['energy_uj']:,.3f} uJ on {board.name}" if board is not None else ""
     print(f"{target.text}: {c['kind']} thresholds q15 {c['thresholds_q15']}: validation accuracy {c['accuracy']:.2%} "

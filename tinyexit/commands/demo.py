@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from tinyexit import cluster
 from tinyexit.commands import add_data_arguments, add_seed_argument, percentage_points, positive_float, positive_int
 
 # where the literature already placed the exit, the demo follows it instead of searching
@@ -40,10 +41,16 @@ def add_arguments(p) -> None:
                         "goes to DIR/int8 for comparison")
     p.add_argument("--flash-kb", type=positive_float, default=None, help="weight budget for --bits mixed, in KiB")
     p.add_argument("--qat-epochs", type=positive_int, default=6, help="fine-tuning epochs for --bits mixed (default 6)")
+    cluster.add_cluster_argument(p, "run the firmware (placement pricing, the test split)")
     add_seed_argument(p)
 
 
 def run(args) -> int:
+    with cluster.executor(cluster=args.cluster) as pool:
+        return _run(args, pool if args.cluster else None)  # None: this machine's cores
+
+
+def _run(args, executor) -> int:
     from tinyexit import atomic, pipeline, place
     from tinyexit.errors import TinyexitError
 
@@ -69,7 +76,7 @@ def run(args) -> int:
             after = [blocks[b - 1] for b in sorted(set(args.exits_after))]
         pipeline.retrofit(PRETRAINED[args.task](), ds, out, after=after, epochs=args.epochs, budget_pp=args.budget_pp,
                           seed=args.seed, agreement_samples=args.agreement_samples, search=after is None,
-                          firmware_samples=args.firmware_samples)
+                          firmware_samples=args.firmware_samples, executor=executor)
         print(f"wrote {out}/report.json; plot: {out}/export/pareto.png")
         return 0
 
@@ -78,7 +85,7 @@ def run(args) -> int:
     if not exits_after:
         print("[1/6] exit placement analysis")
         placement, _ = place.analyse(ds, out / "place", epochs=epochs, head_epochs=max(1, epochs // 2),
-                                  budget_pp=args.budget_pp, seed=args.seed)
+                                  budget_pp=args.budget_pp, seed=args.seed, executor=executor)
         pipeline.write_json(out / "place" / "placement.json", placement)
         print(place.table(placement))
         exits_after = placement["recommended_exits_after"]
@@ -102,7 +109,7 @@ def run(args) -> int:
               f"plot {out}/bits_pareto.png")
         return 0
     pipeline.finish(model, spec, ds, out, args.budget_pp, args.seed, args.agreement_samples, clock,
-                    firmware_samples=args.firmware_samples, extra=extra)
+                    firmware_samples=args.firmware_samples, extra=extra, executor=executor)
     print(f"wrote {out}/report.json; plots: {out}/export/pareto.png" +
           (f", {out}/place/placement.png" if placement else ""))
     return 0

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from tinyexit import sim_targets
+from tinyexit import cluster, sim_targets
 
 HELP = ("run N inputs through the firmware (host build or QEMU) over the serial protocol; writes per-sample "
         "exits, predictions, cycle counts and outputs (results.npz) and a summary (JSON; on QEMU with the energy "
@@ -32,6 +32,7 @@ def add_arguments(p) -> None:
                    help="how inputs reach the firmware: batch (default: inputs and results through files, many "
                         "samples per request; host builds and QEMU) or serial (one INFER request per sample over "
                         "the serial link, as on boards); the results are identical")
+    cluster.add_cluster_argument(p, "run the shards (one per worker thread; --jobs N: N shards)")
 
 
 def _positive(text: str) -> int:
@@ -69,7 +70,7 @@ def resolve_target_and_board(target: str | None, board_name: str | None):
 def run(args) -> int:
     from tinyexit import atomic, inputs
     from tinyexit.commands import warn_if_uncalibrated
-    from tinyexit.sim import simulate, table
+    from tinyexit.sim import table
 
     target, board = resolve_target_and_board(args.target, args.board)
     build_dir = Path(args.build_dir or f"out/build/{target}")
@@ -78,8 +79,9 @@ def run(args) -> int:
     atomic.check_writable(build_dir, "--build-dir", folder=True)
     xs, y = inputs.load_for_model(args.model, args.inputs, args.labels)
     warn_if_uncalibrated(args.model)
-    result, summary = simulate(args.model, target, xs[0] if len(xs) == 1 else xs, y, build_dir, board=board,
-                               jobs=args.jobs, protocol=args.protocol)
+    with cluster.executor(args.jobs, args.cluster) as pool:
+        result, summary = cluster.simulate(pool, args.model, target, xs[0] if len(xs) == 1 else xs, y, build_dir,
+                                           board=board, jobs=args.jobs, protocol=args.protocol)
     with atomic.outputs() as out:
         if args.out:
             out.save_npz(args.out, **result)
