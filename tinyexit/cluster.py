@@ -129,6 +129,12 @@ def _on_worker(fn: Callable, args: tuple, positions: tuple[int, ...], *files: Sh
         raise TinyexitError(f"worker {_worker_address()}: {err}") from None
 
 
+def _tinyexit_version() -> str:
+    import tinyexit
+
+    return tinyexit.__version__
+
+
 def _worker_address() -> str:
     try:
         from distributed import get_worker
@@ -182,6 +188,23 @@ class DaskExecutor:
             self.close()
             raise TinyexitError(f"--cluster: the Dask scheduler at {address} has no workers")
         self.workers = sum(w.get("nthreads", 1) for w in workers.values())
+        self._check_workers()
+
+    def _check_workers(self) -> None:
+        """Every worker imports this tinyexit's version (the shards are its functions, sent by name)."""
+        import tinyexit
+
+        try:
+            versions = self.client.run(_tinyexit_version)
+        except Exception as err:
+            self.close()
+            raise TinyexitError(f"--cluster: a worker cannot run tinyexit (install it on every worker): "
+                                f"{_first_line(err)}") from None
+        other = {worker: v for worker, v in versions.items() if v != tinyexit.__version__}
+        if other:
+            self.close()
+            raise TinyexitError(f"--cluster: workers run another tinyexit than this {tinyexit.__version__}: "
+                                + ", ".join(f"{w} ({v})" for w, v in sorted(other.items())))
 
     def map(self, fn: Callable, args_list: Sequence[tuple], done: Callable[[int], None] | None = None) -> list:
         """fn(*args) on the cluster for each args, results in the order given; Path arguments naming files
