@@ -107,14 +107,16 @@ def _serial_counts(model: Path, x_q: np.ndarray, samples: int, tmp: Path) -> lis
 
 @needs_qemu
 def test_pricing_through_the_pool_equals_the_serial_measurement(tmp_path, walks):
-    """Placement prices several models side by side (measure_many): on the cluster each model's counts are
-    those measured one at a time over the protocol, in the order given."""
+    """Placement prices several models side by side (measure_many): on a cluster of 2 worker processes
+    started here (`--cluster local:2`) each model's counts are those measured one at a time over the
+    serial protocol, in the order given."""
     from tinyexit.cluster import DaskExecutor
     from tinyexit.measure import measure_many
 
     x = np.load(walks)
     models = [(EXAMPLE_MODEL, x[3:]), (EXAMPLE_MODEL / "model_int8.tflite", x)]
-    with DaskExecutor(scheduler) as pool:
+    with DaskExecutor("local:2") as pool:
+        assert pool.workers == 2
         pooled = measure_many(models, "qemu-m4", samples=4, executor=pool)
     serial = [_serial_counts(path, x_q, 4, tmp_path / str(k)) for k, (path, x_q) in enumerate(models)]
     assert [c["stage"] for c in pooled] == serial
