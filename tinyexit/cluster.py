@@ -12,6 +12,7 @@ workers of the machine's own kind.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import tempfile
@@ -63,20 +64,14 @@ class LocalExecutor:
     def __init__(self, workers: int | None = None):
         self.workers = max(1, workers or available_cores())
 
-    def map(self, fn: Callable, args_list: Sequence[tuple], done: Callable[[int], None] | None = None) -> list:
-        """fn(*args) for each args, results in the order given; `done(i)` after call i returns."""
+    def map(self, fn: Callable, args_list: Sequence[tuple]) -> list:
+        """fn(*args) for each args, results in the order given."""
         from concurrent.futures import ThreadPoolExecutor
 
-        def call(i: int):
-            result = fn(*args_list[i])
-            if done is not None:
-                done(i)
-            return result
-
         if len(args_list) <= 1 or self.workers == 1:
-            return [call(i) for i in range(len(args_list))]
+            return [fn(*args) for args in args_list]
         with ThreadPoolExecutor(min(self.workers, len(args_list))) as pool:
-            return list(pool.map(call, range(len(args_list))))
+            return list(pool.map(lambda args: fn(*args), args_list))
 
     def close(self) -> None:
         pass
@@ -171,7 +166,8 @@ class DaskExecutor:
             if local:
                 # one thread per worker process: each shard drives an emulator, so processes are the unit
                 self._cluster = distributed.LocalCluster(n_workers=int(local.group(1)), threads_per_worker=1,
-                                                         processes=True, dashboard_address=None)
+                                                         processes=True, dashboard_address=None,
+                                                         silence_logs=logging.CRITICAL)
                 self.client = distributed.Client(self._cluster, timeout=connect_timeout)
             else:
                 try:
@@ -206,9 +202,9 @@ class DaskExecutor:
             raise TinyexitError(f"--cluster: workers run another tinyexit than this {tinyexit.__version__}: "
                                 + ", ".join(f"{w} ({v})" for w, v in sorted(other.items())))
 
-    def map(self, fn: Callable, args_list: Sequence[tuple], done: Callable[[int], None] | None = None) -> list:
+    def map(self, fn: Callable, args_list: Sequence[tuple]) -> list:
         """fn(*args) on the cluster for each args, results in the order given; Path arguments naming files
-        travel as their bytes (scattered once each). `done(i)` as each call's result arrives."""
+        travel as their bytes (scattered once each)."""
         distributed = _import_distributed()
 
         scattered: dict[Path, object] = {}
@@ -219,23 +215,18 @@ class DaskExecutor:
                 if args[i] not in scattered:
                     scattered[args[i]] = self.client.scatter(ShippedFile.of(args[i]), broadcast=False, hash=True)
             plain = tuple(None if i in positions else a for i, a in enumerate(args))
-            futures.append(self.client.submit(_on_worker, fn, plain, positions, *(scattered[args[i]] for i in positions),
-                                              pure=False))
-        index = {f.key: i for i, f in enumerate(futures)}
+            files = [scattered[args[i]] for i in positions]
+            futures.append(self.client.submit(_on_worker, fn, plain, positions, *files, pure=False))
         try:
             for future in distributed.as_completed(futures):
-                future.result()  # the first failure raises here
-                if done is not None:
-                    done(index[future.key])
+                future.result()  # the first failure raises here, not after the slowest shard
             return self.client.gather(futures)
         except TinyexitError:
             self.client.cancel(futures)
             raise
-        except Exception as err:
+        except (distributed.KilledWorker, distributed.comm.CommClosedError) as err:
             self.client.cancel(futures)
-            if isinstance(err, distributed.comm.core.CommClosedError) or "KilledWorker" in type(err).__name__:
-                raise TinyexitError(f"--cluster: a worker was lost ({_first_line(err)})") from None
-            raise
+            raise TinyexitError(f"--cluster: a worker was lost ({_first_line(err)})") from None
 
     def close(self) -> None:
         self.client.close()

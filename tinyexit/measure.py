@@ -1,6 +1,6 @@
 """Instruction counts of models on an emulated core: the cost model of target-driven calibration (manifest
 `cost.instructions[target]`) and of exit placement. Below pipeline, place and calibrate: it imports only
-the firmware build and the simulator, so both can price candidates without importing each other.
+the firmware build, the simulator and the executors, so place prices candidates without importing pipeline.
 
 Each model is built here (the object cache makes repeated builds cheap) and run as one shard of
 `tinyexit.sim.run_shard` on an executor (tinyexit.cluster): local threads, or a Dask cluster. Several models
