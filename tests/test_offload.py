@@ -97,6 +97,25 @@ def test_raw_input_cut_survives_the_arena_reusing_the_input(host_fw, example):
             assert o.data == x[i].tobytes()
 
 
+def test_the_final_exit_offloads_the_raw_input_of_samples_it_scores_low(host_fw, example):
+    from tinyexit import policy
+
+    m, x, _, logits = example
+    _, final_score = policy.exit_scores(m["exits"][1], logits[1], "max_prob")
+    below = int(np.median(final_score))
+    with host_firmware(host_fw.binary) as dev:
+        dev.set_policy({0: NEVER})
+        dev.set_offload({1: OffloadSetting(True, cut=-1, below_q15=below)})
+        for i in range(len(x)):
+            r = dev.infer(x[i], may_offload=True)
+            assert (r.exit, len(r.stage_cycles), r.confidence_q15) == (1, 2, final_score[i])
+            assert (r.offload is not None) == (final_score[i] < below), i
+            if r.offload is not None:
+                assert (r.offload.cut, r.offload.data) == (-1, x[i].tobytes())
+                back = dev.resume()  # nothing left to run: the final exit's own answer
+                assert (back.exit, back.predicted_class, back.stage_cycles) == (1, r.predicted_class, r.stage_cycles)
+
+
 def test_only_samples_the_exit_is_not_confident_of_are_offloaded(host_fw, example):
     m, x, features, logits = example
     at_exit_0 = decide(m, logits, [0, 0])  # every sample's class and score at exit 0
@@ -124,17 +143,18 @@ def _error(dev: Device, command: int, payload: bytes) -> int:
 
 def test_bad_offload_settings_and_resume_without_an_offload_are_refused(host_fw, example):
     m, x, features, _ = example
-    entry = lambda *v: struct.pack("<BBbBbBB", *v)  # noqa: E731
+    entry = lambda *v: struct.pack("<BBbBbBBH", *v, NEVER)  # noqa: E731
     with host_firmware(host_fw.binary) as dev:
         dev.set_policy({0: NEVER})
         dev.set_offload({0: features_setting(m)})
         for payload in (b"", entry(0, 1, 0, 0, 0, 0, 0)[:-1],   # empty, truncated
-                        entry(1, 1, -1, 0, 0, 0, 0),             # the final exit always answers
+                        entry(1, 1, 0, 0, 0, 0, 0),              # the final exit can only send the input
                         entry(2, 1, -1, 0, 0, 0, 0),             # no such exit
                         entry(0, 1, 1, 0, 0, 0, 0),              # a cut that is not the exit's stage
                         entry(0, 1, 0, 4, 0, 0, 0),              # no such codec
                         entry(0, 1, 0, 2, 0, 9, 0),              # shift beyond 8
                         entry(0, 2, 0, 0, 0, 0, 0),              # enabled is 0 or 1
+                        entry(0, 1, 0, 0, 0, 0, 0)[:-2] + struct.pack("<H", 40000),  # below beyond 32769
                         entry(0, 0, 0, 0, 0, 0, 0) + entry(1, 1, 0, 0, 0, 0, 0)):  # one bad entry: none applies
             assert _error(dev, SET_OFFLOAD, payload) == 7, payload.hex()
         r = dev.infer(x[0], may_offload=True)  # the earlier good setting still holds
@@ -154,10 +174,11 @@ def test_fuzzed_offload_frames_are_all_answered(host_fw, example):
             pick = rng.integers(3)
             if pick == 0:
                 n = int(rng.integers(0, 4))
-                payload = bytes(rng.integers(0, 256, 7 * n, dtype=np.uint8))
+                payload = bytes(rng.integers(0, 256, 9 * n, dtype=np.uint8))
                 if rng.random() < 0.5 and n:  # mostly plausible entries, so some apply
-                    payload = struct.pack("<BBbBbBB", 0, 1, int(rng.choice([-1, 0])), int(rng.integers(4)),
-                                          int(rng.integers(-128, 128)), int(rng.integers(9)), int(rng.integers(2)))
+                    payload = struct.pack("<BBbBbBBH", int(rng.integers(2)), 1, int(rng.choice([-1, 0])),
+                                          int(rng.integers(4)), int(rng.integers(-128, 128)), int(rng.integers(9)),
+                                          int(rng.integers(2)), int(rng.integers(0, 32770)))
                 dev.link.write(frame(SET_OFFLOAD, payload))
             elif pick == 1:
                 dev.link.write(frame(INFER, bytes([int(rng.integers(256))]) + x[i % len(x)].tobytes()))
@@ -233,7 +254,7 @@ def test_every_board_has_links_with_sources_and_bad_links_are_refused(tmp_path):
             boards._links(path, raw)
 
 
-def _synthetic(example, n=300, seed=3):
+def _synthetic(example, n=300, seed=3, edge_model=False):
     """The example's manifest with random logits, labels the final exit gets right 80% of the time."""
     from tinyexit import offload
 
@@ -243,7 +264,8 @@ def _synthetic(example, n=300, seed=3):
     final = np.argmax(logits[1], axis=1)
     y = np.where(rng.random(n) < 0.8, final, rng.integers(0, 6, n))
     size = 1152
-    cuts = [offload.Cut(-1, size, offload.codec_params(), np.full(n, size), y.copy(), {"runs": "model"}, size),
+    edge = {"runs": "model"} if edge_model else {"runs": "stages", "first_stage": 0}
+    cuts = [offload.Cut(-1, size, offload.codec_params(), np.full(n, size), y.copy(), edge, size),
             offload.Cut(0, 512, offload.codec_params(), np.full(n, 512), final, {"runs": "stages", "first_stage": 1},
                         size)]
     return m, logits, y, cuts
@@ -279,6 +301,28 @@ def test_offload_choice_is_the_most_accurate_within_both_budgets(example):
     # energy: the device's stages plus the link's energy per byte for what it sent
     n_off = round(chosen.offload_rate * len(y))
     assert n_off > 0 and chosen.energy_uj_mean > board.energy_uj(100_000)
+
+
+def test_final_exit_offload_is_the_most_accurate_within_the_budgets(example):
+    """With an edge model, the final exit may send the raw input of what it scores low: brute force over both
+    thresholds (exit 0 takes / the final offloads) agrees with the choice."""
+    from tinyexit import boards, offload, policy
+
+    m, logits, y, cuts = _synthetic(example, n=160, edge_model=True)
+    cuts = cuts[:1]
+    board = boards.load("nucleo-l4r5zi")
+    chosen, device_only = offload.choose(m, logits, y, cuts, [100_000, 200_000], board, board.link())
+    cls0, s0 = policy.exit_scores(m["exits"][0], logits[0])
+    cls1, s1 = policy.exit_scores(m["exits"][1], logits[1])
+    best = device_only.accuracy
+    for t0 in np.unique(np.r_[s0, policy.NEVER]):
+        for tf in np.unique(np.r_[s1, policy.NEVER]):
+            at0 = s0 >= t0
+            sent = ~at0 & (s1 < tf)  # reaches the final exit and scores low there: the edge (always right)
+            if sent.mean() <= 0.30 + 1e-12:
+                best = max(best, np.mean(np.where(at0, cls0 == y, np.where(sent, True, cls1 == y))))
+    assert chosen.accuracy == pytest.approx(best) and chosen.accuracy > device_only.accuracy
+    assert chosen.cuts[-1] == 0 and 0 < chosen.final_below <= policy.NEVER and chosen.offload_rate <= 0.30 + 1e-12
 
 
 def test_a_tight_byte_budget_prefers_the_smaller_cut_or_nothing(example):
@@ -329,9 +373,9 @@ def test_calibrated_offload_section_drives_the_firmware_as_simulated(example, ho
     assert all(len(o.data) <= max(cut["values"], 1) for o in got if o)
     # the schema refuses a broken section in one sentence
     bad = {k: v for k, v in m.items() if not k.startswith("_")}
-    bad["offload"] = {**section, "exits": [{**entry, "cut": 1}]}
+    bad["offload"] = {**section, "exits": [{**entry, "cut": 1}, section["exits"][1]]}
     with pytest.raises(TinyexitError, match=r"offload.exits\[0\].cut must be -1"):
         mf.validate(bad)
     bad["offload"] = {**section, "exits": []}
-    with pytest.raises(TinyexitError, match="offload.exits must list the early exits"):
+    with pytest.raises(TinyexitError, match="offload.exits must list the exits"):
         mf.validate(bad)

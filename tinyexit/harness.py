@@ -66,13 +66,15 @@ class Offload:
 
 @dataclass(frozen=True)
 class OffloadSetting:
-    """One exit's offload setting (SET_OFFLOAD)."""
+    """One exit's offload setting (SET_OFFLOAD): offload a sample the exit does not take (the final exit: takes)
+    and scores below `below_q15` (32769: always)."""
     enabled: bool
     cut: int = -1
     codec: int = 0
     zero_point: int = 0
     shift: int = 0
     signed_codes: bool = False
+    below_q15: int = 32769
 
 
 class Device:
@@ -154,7 +156,8 @@ class Device:
     def set_offload(self, settings: dict[int, OffloadSetting]) -> None:
         """Per early exit: offload or not, the cut and its codec (all off after reset)."""
         self.request(SET_OFFLOAD, b"".join(
-            struct.pack("<BBbBbBB", e, int(s.enabled), s.cut, s.codec, s.zero_point, s.shift, int(s.signed_codes))
+            struct.pack("<BBbBbBBH", e, int(s.enabled), s.cut, s.codec, s.zero_point, s.shift, int(s.signed_codes),
+                        s.below_q15)
             for e, s in settings.items()))
 
     @staticmethod

@@ -201,7 +201,8 @@ OFFLOAD = Obj({
     "board": Str(), "target": Str(), "max_offload_rate": Num(lo=0), "max_bytes_fraction": Num(lo=0),
     "link": Obj({"name": Str(("uart", "ble", "wifi")), "bytes_per_s": Num(positive=True),
                  "energy_uj_per_byte": Num(positive=True)}),
-    "exits": List(Obj({"exit": COUNT, "threshold_q15": Int(0, policy.NEVER), "cut": Maybe(Int(lo=-1))})),
+    "exits": List(Obj({"exit": COUNT, "threshold_q15": Int(0, policy.NEVER), "cut": Maybe(Int(lo=-1)),
+                       "offload_below_q15": Int(0, policy.NEVER)})),
     "cuts": List(Obj({"cut": Int(lo=-1), "values": Int(lo=1), "codec": CODEC, "bytes_mean": Num(lo=0),
                       "codec_ratio": Num(lo=0),
                       "edge": Obj({"runs": Str(("model", "stages"))},
@@ -332,18 +333,18 @@ def check_references(m: dict) -> None:
 
 def _check_offload(m: dict) -> None:
     off, stages, exits = m["offload"], m["stages"], m["exits"]
-    early = [e["index"] for e in exits if not e["final"]]
-    if [x["exit"] for x in off["exits"]] != early:
-        raise TinyexitError(f"offload.exits must list the early exits {early} in order, not "
+    every = [e["index"] for e in exits]
+    if [x["exit"] for x in off["exits"]] != every:
+        raise TinyexitError(f"offload.exits must list the exits {every} in order, not "
                             f"{[x['exit'] for x in off['exits']]}")
     cuts = [c["cut"] for c in off["cuts"]]
     if len(set(cuts)) != len(cuts):
         raise TinyexitError("offload.cuts must list each cut once")
     for i, x in enumerate(off["exits"]):
-        stage = exits[x["exit"]]["stage"]
+        stage = exits[x["exit"]]["stage"] if not exits[x["exit"]]["final"] else -1  # the final exit: the input only
         if x["cut"] is not None and x["cut"] not in (-1, stage):
-            raise TinyexitError(f"offload.exits[{i}].cut must be -1 (the model input), {stage} (its stage's features) "
-                                f"or null, not {x['cut']}")
+            allowed = "-1 (the model input)" + (f", {stage} (its stage's features)" if stage >= 0 else "")
+            raise TinyexitError(f"offload.exits[{i}].cut must be {allowed} or null, not {x['cut']}")
         if x["cut"] is not None and x["cut"] not in cuts:
             raise TinyexitError(f"offload.exits[{i}].cut {x['cut']} is not described in offload.cuts")
     for i, c in enumerate(off["cuts"]):

@@ -17,7 +17,9 @@ simulation (the firmware counts them; `tinyexit edge run` reports the measured f
 Manifest section (`offload`, optional; tinyexit/manifest.py checks it):
   board, link {name, bytes_per_s, energy_uj_per_byte}, target (the instruction counts' qemu target),
   max_offload_rate, max_bytes_fraction,
-  exits:  [{exit, threshold_q15, cut}] one per early exit; cut null: continue on the device
+  exits:  [{exit, threshold_q15, cut, offload_below_q15}] one per exit; cut null: never offload there; an early
+          exit offloads what it does not take (offload_below_q15 32769), the final exit (cut -1 only) what it
+          scores below offload_below_q15
   cuts:   [{cut, values, codec {kind, zero_point, shift, signed_codes}, bytes_mean, codec_ratio,
             edge: {runs: "model", file, sha256, input {shape, scale, zero_point}, classes} | {runs: "stages", first_stage}}]
   validation: {n_samples, accuracy, device_only_accuracy, offload_rate, bytes_per_sample,
@@ -66,6 +68,7 @@ class Outcome:
     bytes_per_sample: float
     energy_uj_mean: float
     exit_rates: list[float] = field(default_factory=list)
+    final_below: int = 0              # the final exit offloads samples it scores below this (0: none)
 
 
 def codec_params(kind: str = "raw", zero_point: int = 0, shift: int = 0, signed_codes: bool = False) -> dict:
@@ -84,7 +87,7 @@ def setting(manifest: dict, exit_index: int):
         return OffloadSetting(False)
     codec = next(c for c in section["cuts"] if c["cut"] == entry["cut"])["codec"]
     return OffloadSetting(True, entry["cut"], CODEC_KINDS.index(codec["kind"]), codec["zero_point"], codec["shift"],
-                          codec["signed_codes"])
+                          codec["signed_codes"], entry["offload_below_q15"])
 
 
 class EdgeModel:
@@ -223,33 +226,71 @@ def cuts_for(manifest: dict, x_q: np.ndarray, logits: list[np.ndarray], features
 
 
 def simulate(manifest: dict, scores: list[tuple[np.ndarray, np.ndarray]], y: np.ndarray, thresholds, choice,
-             cuts: list[Cut], stage_energy_uj: np.ndarray, link) -> Outcome:
+             cuts: list[Cut], stage_energy_uj: np.ndarray, link, final_below: int = 0, arrays: bool = False):
     """One candidate, sample by sample as the firmware decides. scores: (class, q15 score) per exit;
-    stage_energy_uj: cumulative device energy to the end of each stage."""
+    thresholds: per exit (the final's unused); choice: per exit None or the index of the cut it sends (an early
+    exit sends what it does not take; the final exit, cut -1 only, what it scores below `final_below`);
+    stage_energy_uj: cumulative device energy to the end of each stage. arrays: also the per-sample arrays."""
     n = len(y)
     undecided = np.ones(n, bool)
     correct = np.zeros(n, bool)
     energy = np.zeros(n)
     sent = np.zeros(n)
     offloaded = np.zeros(n, bool)
+    answered_by = np.full(n, -1)  # the exit that answered on the device (-1: offloaded)
     rates = []
     for e in manifest["exits"]:
         cls, score = scores[e["index"]]
+        c = None if choice[e["index"]] is None else cuts[choice[e["index"]]]
         here = undecided & (True if e["final"] else score >= thresholds[e["index"]])
+        if e["final"] and c is not None:
+            here &= score >= final_below
         correct[here] = cls[here] == y[here]
         energy[here] = stage_energy_uj[e["stage"]]
+        answered_by[here] = e["index"]
         rates.append(float(here.mean()))
         undecided &= ~here
-        if not e["final"] and choice[e["index"]] is not None:
-            c = cuts[choice[e["index"]]]
+        if c is not None:
             go = undecided
             correct[go] = c.edge_pred[go] == y[go]
             sent[go] = c.bytes[go]
             energy[go] = stage_energy_uj[e["stage"]] + link.energy_uj(c.bytes[go])
             offloaded |= go
             undecided = np.zeros(n, bool)
-    return Outcome(tuple(int(t) for t in thresholds[:-1]), tuple(choice), float(correct.mean()),
-                   float(offloaded.mean()), float(sent.mean()), float(energy.mean()), rates)
+    out = Outcome(tuple(int(t) for t in thresholds[:-1]), tuple(choice), float(correct.mean()),
+                  float(offloaded.mean()), float(sent.mean()), float(energy.mean()), rates,
+                  final_below if choice[-1] is not None else 0)
+    if arrays:
+        return out, {"correct": correct, "energy": energy, "sent": sent, "offloaded": offloaded, "exit": answered_by}
+    return out
+
+
+def _best_final_below(manifest, scores, y, base: dict, cut: Cut, stage_energy_uj, link, max_rate, byte_budget):
+    """With everything before the final exit fixed (`base`: a simulation without final offload), the final exit's
+    offload threshold that gives the most accuracy within the budgets: samples answered by the final exit, in
+    ascending score, go to the edge as the threshold rises. (accuracy, energy mean, below) or None."""
+    n = len(y)
+    final = manifest["exits"][-1]
+    cls, score = scores[final["index"]]
+    idx = np.flatnonzero(base["exit"] == final["index"])  # the samples the device's final exit answers
+    order = idx[np.argsort(score[idx], kind="stable")]
+    sv = score[order]
+    gain = (cut.edge_pred[order] == y[order]).astype(np.int64) - (cls[order] == y[order])
+    cum_gain = np.r_[0, np.cumsum(gain)]
+    cum_bytes = np.r_[0, np.cumsum(cut.bytes[order])]
+    base_acc, base_rate = base["correct"].mean(), base["offloaded"].mean()
+    base_bytes, base_energy = base["sent"].sum(), base["energy"].sum()
+    best = None
+    for below in np.unique(np.r_[sv, policy.NEVER]):
+        k = int(np.searchsorted(sv, below, "left"))  # offloaded: score < below
+        rate, sent = base_rate + k / n, (base_bytes + cum_bytes[k]) / n
+        if k == 0 or rate > max_rate + 1e-12 or sent > byte_budget + 1e-9:
+            continue
+        acc = base_acc + cum_gain[k] / n
+        energy = (base_energy + link.energy_uj(cum_bytes[k])) / n
+        if best is None or (acc, -energy) > (best[0], -best[1]):
+            best = (float(acc), float(energy), int(below))
+    return best
 
 
 def choose(manifest: dict, logits: list[np.ndarray], y: np.ndarray, cuts: list[Cut], stage_instructions: list[float],
@@ -265,22 +306,37 @@ def choose(manifest: dict, logits: list[np.ndarray], y: np.ndarray, cuts: list[C
     early = [e["index"] for e in manifest["exits"] if not e["final"]]
     input_bytes = int(np.prod(manifest["input"]["shape"]))
     byte_budget = max_bytes_fraction * input_bytes
-    device_only = simulate(manifest, scores, y, thresholds_of(manifest), [None] * len(manifest["exits"]), cuts,
-                           stage_energy, link)
+    none = [None] * len(manifest["exits"])
+    device_only = simulate(manifest, scores, y, thresholds_of(manifest), none, cuts, stage_energy, link)
     best = device_only
-    # per early exit: continue, or any cut it can send (the input, or its own stage's features)
+    # per early exit: continue, or any cut it can send (the input, or its own stage's features); the final
+    # exit: the input to an edge model, below a threshold chosen for each candidate
     options = [[None] + [i for i, c in enumerate(cuts) if c.cut in (-1, manifest["exits"][e]["stage"])]
                for e in early]
-    grid = candidates([scores[e][1] for e in early]) if early else []
+    final_cut = next((i for i, c in enumerate(cuts) if c.cut == -1 and c.edge.get("runs") == "model"), None)
+    grid = candidates([scores[e][1] for e in early]) if early else [()]
+    if len(grid) > 400:  # one early exit, many distinct scores: with a final-exit sweep each, a quantile grid
+        shared = np.unique(np.quantile(np.array([g[0] for g in grid]), np.linspace(0, 1, 200)).round())
+        grid = [(int(t),) * len(early) for t in shared] + [(policy.NEVER,) * len(early)]
+
+    def better(o: Outcome) -> bool:
+        return (o.accuracy, -o.energy_uj_mean) > (best.accuracy, -best.energy_uj_mean)
+
     for choice in itertools.product(*options):
-        if all(c is None for c in choice):
-            continue
         for t in grid:
-            o = simulate(manifest, scores, y, list(t) + [0], list(choice) + [None], cuts, stage_energy, link)
-            if o.offload_rate > max_offload_rate + 1e-12 or o.bytes_per_sample > byte_budget + 1e-9:
-                continue
-            if (o.accuracy, -o.energy_uj_mean) > (best.accuracy, -best.energy_uj_mean):
+            thresholds = list(t) + [0]
+            o, arrays = simulate(manifest, scores, y, thresholds, list(choice) + [None], cuts, stage_energy, link,
+                                 arrays=True)
+            feasible = o.offload_rate <= max_offload_rate + 1e-12 and o.bytes_per_sample <= byte_budget + 1e-9
+            if feasible and any(c is not None for c in choice) and better(o):
                 best = o
+            if final_cut is None or o.offload_rate >= max_offload_rate:
+                continue
+            found = _best_final_below(manifest, scores, y, arrays, cuts[final_cut], stage_energy, link,
+                                      max_offload_rate, byte_budget)
+            if found is not None and (found[0], -found[1]) > (best.accuracy, -best.energy_uj_mean):
+                best = simulate(manifest, scores, y, thresholds, list(choice) + [final_cut], cuts, stage_energy,
+                                link, final_below=found[2])
     return best, device_only
 
 
@@ -288,12 +344,17 @@ def section(manifest: dict, chosen: Outcome, device_only: Outcome, cuts: list[Cu
             n_samples: int, max_offload_rate: float, max_bytes_fraction: float) -> dict:
     input_bytes = int(np.prod(manifest["input"]["shape"]))
     used = sorted({c for c in chosen.cuts if c is not None})
+    exits = []
+    for e in manifest["exits"]:
+        c = chosen.cuts[e["index"]]
+        exits.append({"exit": e["index"], "threshold_q15": 0 if e["final"] else int(chosen.thresholds[e["index"]]),
+                      "cut": None if c is None else cuts[c].cut,
+                      "offload_below_q15": 0 if c is None else (chosen.final_below if e["final"] else policy.NEVER)})
     return {
         "board": board.name,
         "link": {"name": link.name, "bytes_per_s": link.bytes_per_s, "energy_uj_per_byte": link.energy_uj_per_byte},
         "target": target, "max_offload_rate": max_offload_rate, "max_bytes_fraction": max_bytes_fraction,
-        "exits": [{"exit": e, "threshold_q15": int(t), "cut": None if c is None else cuts[c].cut}
-                  for e, (t, c) in enumerate(zip(chosen.thresholds, chosen.cuts))],
+        "exits": exits,
         "cuts": [{"cut": cuts[i].cut, "values": cuts[i].values, "codec": cuts[i].codec,
                   "bytes_mean": round(float(np.mean(cuts[i].bytes)), 2), "codec_ratio": round(cuts[i].codec_ratio, 3),
                   "edge": cuts[i].edge} for i in used],

@@ -171,24 +171,26 @@ void reply_resume(const uint8_t* payload, uint32_t size) {
   reply_run(kResume, payload[0], true);
 }
 
-// [exit, enabled, cut, codec, zero point, shift, codec flags] x n; everything validated before anything changes.
+// [exit, enabled, cut, codec, zero point, shift, codec flags, below u16] x n; everything validated before
+// anything changes.
 void reply_set_offload(const uint8_t* payload, uint32_t size) {
-  constexpr uint32_t kEntry = 7;
+  constexpr uint32_t kEntry = 9;
   const ModelInfo& m = model();
   if (size == 0 || size % kEntry != 0) return send_error(kSetOffload, kBadArgument);
   for (uint32_t i = 0; i < size; i += kEntry) {
     const uint8_t* e = payload + i;
     const int32_t cut = static_cast<int8_t>(e[2]);
-    if (e[0] >= m.num_exits || e[1] > 1 || e[3] > 3 || e[5] > 8 || e[6] > 1) {
+    const uint32_t below = e[7] | (e[8] << 8);
+    if (e[0] >= m.num_exits || e[1] > 1 || e[3] > 3 || e[5] > 8 || e[6] > 1 || below > 32769) {
       return send_error(kSetOffload, kBadArgument);
     }
-    const ExitInfo& x = m.exits[e[0]];
-    if (e[1] && (x.final || (cut != -1 && cut != x.stage))) return send_error(kSetOffload, kBadArgument);
+    const ExitInfo& x = m.exits[e[0]];  // the final exit can only send the input: no stage follows it
+    if (e[1] && cut != -1 && (x.final || cut != x.stage)) return send_error(kSetOffload, kBadArgument);
   }
   OffloadConfig* configs = offload_configs();
   for (uint32_t i = 0; i < size; i += kEntry) {
     const uint8_t* e = payload + i;
-    configs[e[0]] = {e[1] == 1, static_cast<int8_t>(e[2]), e[3], static_cast<int8_t>(e[4]),
+    configs[e[0]] = {e[1] == 1, static_cast<int8_t>(e[2]), e[7] | (e[8] << 8), e[3], static_cast<int8_t>(e[4]),
                      static_cast<int8_t>(e[5]), e[6] == 1};
   }
   send(kSetOffload | kReplyBit, nullptr, 0);

@@ -98,7 +98,9 @@ void run_from(int32_t first, InferResult* r, uint32_t* layer_cycles, const Offlo
       conf = exit_score_q15(x, &cls);
       if (x.final || conf >= x.threshold_q15) taken = e;
     }
-    if (taken < 0 && tested >= 0 && offload && offloads[tested].enabled) {
+    // an early exit offloads what it does not take; the final exit (which takes everything) what it scores low
+    const bool open = taken < 0 || m.exits[taken].final;
+    if (open && tested >= 0 && offload && offloads[tested].enabled && conf < offloads[tested].below_q15) {
       encode_cut(m, offloads[tested], *offload, r);
       taken = tested;
     }

@@ -101,7 +101,9 @@ def configure(dev, m: dict) -> None:
     from tinyexit import offload
 
     section = m["offload"]
-    dev.set_policy({e["exit"]: e["threshold_q15"] for e in section["exits"]})
+    early = {e["exit"]: e["threshold_q15"] for e in section["exits"] if not m["exits"][e["exit"]]["final"]}
+    if early:
+        dev.set_policy(early)
     dev.set_offload({e["exit"]: offload.setting(m, e["exit"]) for e in section["exits"]})
 
 

@@ -23,9 +23,11 @@
 //   PROFILE (0x04)    like INFER -> the INFER reply, then layers u16, cycles u32 x layers (0 if not run)
 //                     (the layers come right after the output bytes of bit 0)
 //   SET_OFFLOAD (0x06) [exit u8, enabled u8, cut i8, codec u8, zero point i8, shift u8, codec flags u8 (bit 0:
-//                     signed codes)] x n -> empty. Per early exit (all off at reset): an INFER with flag bit 2
-//                     that this exit is not confident of stops there and replies with the encoded cut (the exit's
-//                     stage features, cut = its stage, or the model input, cut = -1) instead of running on.
+//                     signed codes), below_q15 u16] x n -> empty. Per exit (all off at reset): an INFER with flag
+//                     bit 2 whose sample this exit does not take (the final exit: takes, as it takes all) and scores
+//                     below below_q15 (32769: always) stops there and replies with the encoded cut (the exit's stage
+//                     features, cut = its stage, or the model input, cut = -1; the final exit: only -1) instead of
+//                     running on.
 //   RESUME (0x07)     flags u8 (bits 0, 1 as INFER) -> the INFER reply of the same sample, running the stages
 //                     after the cut (the edge did not answer); only right after an offloaded INFER, else error 7
 //   BATCH (0x05)      flags u8 (bits 0, 1 as INFER; bit 3: PROFILE every sample; bit 2, offload, is not for

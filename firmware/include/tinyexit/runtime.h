@@ -54,11 +54,13 @@ struct ModelInfo {
 
 const ModelInfo& model();
 
-// Device->edge offload, per exit (SET_OFFLOAD; all off at reset): a sample this exit is not confident of
-// stops here and its cut goes to the edge instead of the later stages running on the device.
+// Device->edge offload, per exit (SET_OFFLOAD; all off at reset): a sample this exit does not take and whose
+// score is below `below_q15` stops here and its cut goes to the edge instead of the later stages running on the
+// device (the final exit, which takes every sample, offloads those it scores below `below_q15`).
 struct OffloadConfig {
   bool enabled;
   int32_t cut;             // -1: the model input; else the exit's stage: its features (outputs[0])
+  int32_t below_q15;       // offload when the exit's score < this (32769: whenever the exit does not take it)
   uint8_t codec_kind;      // tx::codec::Kind
   int8_t codec_zero_point; // the cut tensor's zero point
   int8_t codec_shift;      // requantizing codecs: 0..8
