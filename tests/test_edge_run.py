@@ -117,3 +117,43 @@ def test_edge_run_bad_input_is_one_error_line(export, args, fragment):
 def test_edge_run_help():
     proc = run_cli("edge", "run", "--help")
     assert proc.returncode == 0 and "--devices" in proc.stdout and "edge_report.json" in proc.stdout
+
+
+def test_bridge_runs_a_board_on_a_serial_url_against_a_running_edge_service(export, test_arrays, tmp_path):
+    """The host build's socket:// URL stands in for a board's serial port; the edge service runs beside it."""
+    import subprocess
+
+    from tinyexit.edge.run import EdgeService
+    from tinyexit.firmware_build import build
+
+    x, y, d = test_arrays
+    fw = build(export, "host", tmp_path / "fw")
+    board = subprocess.Popen([str(fw.binary), "--port", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        port = int(board.stderr.readline().split()[1])
+        with EdgeService(export, None, f"sqlite:{tmp_path / 'cache.sqlite'}", "bridgetest", 1) as url:
+            proc = run_cli("bridge", str(export), "--port", f"socket://127.0.0.1:{port}", "--inputs",
+                           str(d / "x.npy"), "--labels", str(d / "y.npy"), "--broker", url, "--fleet", "bridgetest",
+                           "--out", str(tmp_path / "out"))
+    finally:
+        board.kill()
+        board.wait()
+        board.stderr.close()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rep = json.loads((tmp_path / "out" / "edge_report.json").read_text())
+    cascade, device = expected_cascade(mf.read(export), x)
+    assert rep["cascade_accuracy"] == pytest.approx(np.mean(cascade.pred == y))
+    assert rep["answers"]["edge"] + rep["answers"]["cache"] == (cascade.exit == 1).sum() > 0
+    assert rep["fallbacks"] == 0 and "cascade" in proc.stdout
+
+
+def test_bridge_errors_are_one_line(export, test_arrays):
+    x, y, d = test_arrays
+    common = ["--inputs", str(d / "x.npy"), "--labels", str(d / "y.npy")]
+    assert_one_line_error(run_cli("bridge", str(export), "--port", "socket://127.0.0.1:9", "--broker",
+                                  "mqtt://127.0.0.1:1", *common), "unreachable")
+    assert_one_line_error(run_cli("bridge", str(EXAMPLE), "--port", "loop://", "--broker", "mqtt://127.0.0.1:1",
+                                  *common), "no offload policy")
+    proc = run_cli("bridge", "--help")
+    assert proc.returncode == 0 and "--port" in proc.stdout

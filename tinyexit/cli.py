@@ -23,7 +23,7 @@ from tinyexit import __version__
 from tinyexit.errors import TinyexitError
 
 COMMANDS = ["demo", "train", "place", "export", "calibrate", "evaluate", "retrofit", "import", "check", "inputs", "build",
-            "sim", "flash", "profile", "report", "quantize", "edge"]
+            "sim", "flash", "profile", "report", "quantize", "edge", "bridge"]
 MODULES = {"import": "import_"}  # a command whose name is a Python keyword
 
 

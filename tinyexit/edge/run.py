@@ -107,32 +107,40 @@ def configure(dev, m: dict) -> None:
     dev.set_offload({e["exit"]: offload.setting(m, e["exit"]) for e in section["exits"]})
 
 
+def run_device(dev, client, m: dict, x: np.ndarray, chunk, log: DeviceLog, tick=lambda: None) -> None:
+    """One device's two passes over its samples: device only (the manifest's exit policy), then the cascade."""
+    from tinyexit.harness import OffloadSetting
+    from tinyexit.reference import thresholds_of
+
+    early = {e["index"]: thresholds_of(m)[e["index"]] for e in m["exits"] if not e["final"]}
+    if early:
+        dev.set_policy(early)
+    dev.set_offload({e["index"]: OffloadSetting(False) for e in m["exits"]})  # a board may hold an earlier setting
+    for i in chunk:  # 1. device only
+        r = dev.infer(x[i], with_output=False)
+        log.device_cls[i], log.device_instr[i] = r.predicted_class, sum(r.stage_cycles)
+        tick()
+    configure(dev, m)
+    for i in chunk:  # 2. cascade
+        serve_one_sample(dev, client, x[i], m["offload"], log, i)
+        tick()
+
+
 def _device_thread(k: int, target: str, binary: Path, m: dict, x: np.ndarray, chunk: np.ndarray, log: DeviceLog,
                    url: str | None, fleet: str, board_name: str, deadline_s: float, tick, failures: list) -> None:
     from tinyexit.edge.client import EdgeClient
     from tinyexit.harness import firmware
-    from tinyexit.reference import thresholds_of
 
     try:
         with firmware(target, binary) as dev:
             info = dev.info()
-            early = {e["index"]: thresholds_of(m)[e["index"]] for e in m["exits"] if not e["final"]}
-            if early:
-                dev.set_policy(early)
-            for i in chunk:  # 1. device only
-                r = dev.infer(x[i], with_output=False)
-                log.device_cls[i], log.device_instr[i] = r.predicted_class, sum(r.stage_cycles)
-                tick()
-            configure(dev, m)
             client = None
             if url is not None:
                 client = EdgeClient(url, f"{fleet}-dev{k}", bytes.fromhex(info["sha256"]), fleet, board_name,
                                     deadline_s=deadline_s)
                 client.wait_connected(5.0)
             try:
-                for i in chunk:  # 2. cascade
-                    serve_one_sample(dev, client, x[i], m["offload"], log, i)
-                    tick()
+                run_device(dev, client, m, x, chunk, log, tick)
             finally:
                 if client is not None:
                     client.close()
@@ -381,4 +389,65 @@ def run_fleet(export: str | Path, devices: int, target: str, x: np.ndarray, y: n
     atomic.write_json(out_dir / REPORT, rep)
     plot(out_dir / PLOT, rep, log, np.asarray(y), edge_pred,
          sorted({(lk.name, lk.bytes_per_s) for b in boards.all_boards() for lk in b.links}, key=lambda v: v[1]))
+    return rep
+
+
+def bridge(export: str | Path, port: str, x: np.ndarray, y: np.ndarray, out_dir: str | Path, broker: str | None = None,
+           baud: int = 115200, device_id: str = "board", board: str | None = None, link: str | None = None,
+           deadline_s: float = 5.0, fleet: str = "default", timeout: float = 30.0, progress: bool = True) -> dict:
+    """`tinyexit bridge`: a flashed board on a serial port (any pyserial URL) as one device of the fleet."""
+    import serial
+
+    from tinyexit import atomic, boards
+    from tinyexit import manifest as mf
+    from tinyexit.codegen import model_hash
+    from tinyexit.edge.broker import check_reachable
+    from tinyexit.edge.client import EdgeClient
+    from tinyexit.edge.service import running_broker
+    from tinyexit.harness import Device
+
+    export, out_dir = Path(export), Path(out_dir)
+    atomic.check_writable(out_dir, "--out", folder=True)
+    m = mf.read(export)
+    if "offload" not in m:
+        raise TinyexitError(f"{export}: the manifest has no offload policy (choose one with `tinyexit edge run "
+                            f"{export} ...` or tinyexit.offload.calibrate_offload)")
+    url = broker or running_broker(fleet)
+    if url is None:
+        raise TinyexitError(f"no broker: give --broker, or start `tinyexit edge serve {export}` (fleet {fleet}) first")
+    check_reachable(url)
+    section = m["offload"]
+    the_board = boards.load(board or section["board"])
+    the_link = the_board.link(link or (section["link"]["name"] if board is None else None))
+    try:
+        link_ = serial.serial_for_url(port, baudrate=baud, timeout=1.0)
+    except (serial.SerialException, ValueError) as err:
+        raise TinyexitError(f"--port {port}: cannot open it ({err})") from None
+    log = DeviceLog(len(x))
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=2 * len(x), desc=f"bridge {port}", unit="sample")
+    start = time.monotonic()
+    try:
+        dev = Device(link_, timeout)
+        info = dev.info()
+        if bytes.fromhex(info["sha256"]) != model_hash(m):
+            raise TinyexitError(f"the board on {port} runs another model than {export} (model hash "
+                                f"{info['sha256'][:12]}...): flash it with `tinyexit flash`")
+        with EdgeClient(url, device_id, bytes.fromhex(info["sha256"]), fleet, the_board.name,
+                        deadline_s=deadline_s) as client:
+            client.wait_connected(5.0)
+            run_device(dev, client, m, x, np.arange(len(x)), log, (lambda: bar.update(1)) if bar else (lambda: None))
+    finally:
+        link_.close()
+        if bar is not None:
+            bar.close()
+    seconds = time.monotonic() - start
+    edge_pred = edge_only_predictions(m, export, x, progress)
+    rep = report(m, log, np.asarray(y), edge_pred, the_board, the_link, info["cycle_unit"], (0, 0),
+                 {"devices": 1, "target": info["port"], "broker": url, "wall_seconds": round(seconds, 1)})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic.write_json(out_dir / REPORT, rep)
     return rep
