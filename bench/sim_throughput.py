@@ -38,7 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tinyexit.firmware_build import build  # noqa: E402
 from tinyexit.harness import INFER, firmware, frame  # noqa: E402
 from tinyexit.paths import shared_datasets  # noqa: E402
-from tinyexit.sim import NO_EXIT_SAMPLES, available_cores, run_parallel  # noqa: E402
+from tinyexit.cluster import available_cores  # noqa: E402
+from tinyexit.sim import NO_EXIT_SAMPLES, run_parallel  # noqa: E402
 
 TARGET = "qemu-m4"
 

@@ -253,31 +253,6 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0]
 
 
-def simulate(pool, model, target: str, x, y, build_dir: Path, progress: bool = True, board=None,
-             jobs: int | None = None, protocol: str = "batch") -> tuple[dict, dict]:
-    """tinyexit.sim.simulate with the shards on `pool`: None or a LocalExecutor is sim's own (threads here,
-    progress per sample); on a DaskExecutor one shard per worker thread unless `jobs` says otherwise."""
-    from tinyexit import sim
-
-    if pool is None or pool.local:
-        return sim.simulate(model, target, x, y, build_dir, progress, board, jobs or (pool and pool.workers),
-                            protocol=protocol)
-    # sim.simulate's steps with an executor (it takes none yet)
-    from tinyexit.firmware_build import build
-
-    fw = build(model, target, build_dir)
-    xs = list(x) if isinstance(x, (list, tuple)) else [x]
-    if len(xs) != len(fw.input_sizes):
-        raise TinyexitError(f"the model takes {len(fw.input_sizes)} inputs; {len(xs)} given")
-    for a, size in zip(xs, fw.input_sizes):
-        sim.check_inputs(a, size)
-    result, summary, after = sim.run_parallel(target, fw.binary, x, y, target, jobs or pool.workers, progress,
-                                              outputs=fw.outputs, executor=pool, protocol=protocol)
-    sim.add_memory(summary, fw, build_dir, max(info.get("stack_used") or 0 for info in after) or None)
-    sim.add_energy(summary, board)
-    return result, summary
-
-
 def executor(jobs: int | None = None, cluster: str | None = None):
     """The pool a command's firmware runs go to: a DaskExecutor for `cluster`, else `jobs` local threads."""
     return DaskExecutor(cluster) if cluster else LocalExecutor(jobs)

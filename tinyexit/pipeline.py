@@ -74,19 +74,19 @@ def firmware_run(out: Path, model, spec, ds: Dataset, target: str = "qemu-m4", s
     tinyexit.cluster executor to run the firmware on (default: this machine's cores)."""
     from tinyexit.export import convert_int8
     from tinyexit.reference import all_exit_logits, decide, quantize_input
-    from tinyexit.cluster import simulate
+    from tinyexit.sim import simulate
 
     manifest = mf.read(out / "export")
     split = ds.test if samples is None else ds.test.subset(samples, seed)
     x = quantize_input(manifest, split.x)
-    result, summary = simulate(executor, out / "export", target, x, split.y, out / "firmware" / target)
+    result, summary = simulate(out / "export", target, x, split.y, out / "firmware" / target, executor=executor)
     reference = decide(manifest, all_exit_logits(manifest, x))
     mismatches = int(np.sum((result["exit"] != reference.exit) | (result["pred"] != reference.pred)))
     bare = convert_int8(bare_model(model, spec), ds.train.subset(REPRESENTATIVE_SAMPLES, seed).x)
     atomic.write_bytes(out / "firmware" / "no_exit.tflite", bare)
     x_bare = np.clip(np.round(split.x[:20] / manifest["input"]["scale"]) + manifest["input"]["zero_point"], -128, 127)
-    _, base = simulate(executor, out / "firmware" / "no_exit.tflite", target, x_bare.astype(np.int8), None,
-                       out / "firmware" / f"{target}-no-exit", progress=False)
+    _, base = simulate(out / "firmware" / "no_exit.tflite", target, x_bare.astype(np.int8), None,
+                       out / "firmware" / f"{target}-no-exit", progress=False, executor=executor)
     return {
         "firmware_target": target,
         "firmware_samples": int(len(x)),

@@ -198,28 +198,6 @@ def run_samples(dev, x: np.ndarray | list[np.ndarray], y: np.ndarray | None, lab
     return _summarise(info, label, y, runs, full_runs, outputs, every, profile_layers)
 
 
-def available_cores() -> int:
-    """The cores this process may run on (its CPU affinity where the OS tells it)."""
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-class LocalPool:
-    """The default executor of run_parallel: `jobs` threads on this machine. Threads suffice: each waits on
-    its own emulator (or host) process's socket. Any object with the same map() will do (helper: cluster)."""
-
-    def __init__(self, jobs: int):
-        self.jobs = jobs
-
-    def map(self, fn, arg_tuples: list[tuple]) -> list:
-        """[fn(*args) for args in arg_tuples], run side by side, in order."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max(1, min(self.jobs, len(arg_tuples)))) as pool:
-            return list(pool.map(lambda args: fn(*args), arg_tuples))
-
-
 def run_shard(target: str, binary: Path, xs: list[np.ndarray], every: bool, no_exit_xs: list[np.ndarray] | None,
               profile_layers: bool, on_progress=None, protocol: str = "batch") -> tuple[dict, list, list, dict]:
     """One instance of the firmware over one shard of the inputs: a module-level function on plain picklable
@@ -253,20 +231,22 @@ def run_parallel(target: str, binary: Path, x: np.ndarray | list[np.ndarray], y:
     available), each on a contiguous shard of the inputs, merged in input order. Counts per sample are the
     same as with one instance (deterministic under -icount). The last instance also runs the no-exit pass on
     the first samples, so the summary matches one job's. executor: runs the shards, any object whose
-    `map(fn, list_of_argument_tuples)` returns [fn(*args) ...] in order (default: LocalPool(jobs), threads
-    here, with a progress bar per sample; elsewhere the bar moves per shard); protocol: see run_samples. Returns (result, summary, each
-    instance's INFO after its run)."""
+    `map(fn, list_of_argument_tuples)` returns [fn(*args) ...] in order (default: tinyexit.cluster.LocalExecutor,
+    threads here, with a progress bar per sample; elsewhere the bar moves per shard); protocol: see run_samples.
+    Returns (result, summary, each instance's INFO after its run)."""
     xs = list(x) if isinstance(x, (list, tuple)) else [x]
     n = len(xs[0])
-    jobs = max(1, min(jobs or available_cores(), n))
+    from tinyexit.cluster import LocalExecutor, available_cores
+
+    jobs = max(1, min(jobs or getattr(executor, "workers", None) or available_cores(), n))
     shards = np.array_split(np.arange(n), jobs)
     every = outputs is not None
     no_exit_xs = [a[:NO_EXIT_SAMPLES] for a in xs]
     with _progress_bar(n, label, progress) as bar:
-        local = executor is None
+        local = executor is None or getattr(executor, "local", False)  # threads here: the bar moves per sample
         tasks = [(target, Path(binary), [a[idx] for a in xs], every, no_exit_xs if k == jobs - 1 else None,
                   profile_layers, bar.update if local else None, protocol) for k, idx in enumerate(shards)]
-        done = (executor or LocalPool(jobs)).map(run_shard, tasks)
+        done = (executor or LocalExecutor(jobs)).map(run_shard, tasks)
         if not local:
             bar.update(n)
     info = done[0][0]
@@ -299,10 +279,11 @@ def add_memory(summary: dict, fw, build_dir: Path, stack_bytes: int | None) -> N
 
 def simulate(model: str | Path, target: str, x: np.ndarray | list[np.ndarray], y: np.ndarray | None,
              build_dir: Path, progress: bool = True, board=None, jobs: int | None = None,
-             protocol: str = "batch") -> tuple[dict, dict]:
+             protocol: str = "batch", executor=None) -> tuple[dict, dict]:
     """Build the firmware for target, run the inputs through it (run_parallel over `jobs` instances, default
-    the cores available; every output of a one-stage model collected); board (tinyexit.boards.Board) prices
-    the counts in energy; protocol: see run_samples."""
+    the cores available or the executor's workers; every output of a one-stage model collected); board
+    (tinyexit.boards.Board) prices the counts in energy; protocol: see run_samples; executor: see run_parallel
+    (e.g. a tinyexit.cluster executor)."""
     from tinyexit.firmware_build import build
 
     fw = build(model, target, build_dir)
@@ -312,7 +293,7 @@ def simulate(model: str | Path, target: str, x: np.ndarray | list[np.ndarray], y
     for a, size in zip(xs, fw.input_sizes):
         check_inputs(a, size)
     result, summary, after = run_parallel(target, fw.binary, x, y, target, jobs, progress, outputs=fw.outputs,
-                                          protocol=protocol)
+                                          executor=executor, protocol=protocol)
     # the high-water mark after the inferences, the deepest over the instances; 0: unknown
     stack = max(info.get("stack_used") or 0 for info in after) or None
     add_memory(summary, fw, build_dir, stack)

@@ -70,7 +70,7 @@ def resolve_target_and_board(target: str | None, board_name: str | None):
 def run(args) -> int:
     from tinyexit import atomic, inputs
     from tinyexit.commands import warn_if_uncalibrated
-    from tinyexit.sim import table
+    from tinyexit.sim import simulate, table
 
     target, board = resolve_target_and_board(args.target, args.board)
     build_dir = Path(args.build_dir or f"out/build/{target}")
@@ -80,8 +80,8 @@ def run(args) -> int:
     xs, y = inputs.load_for_model(args.model, args.inputs, args.labels)
     warn_if_uncalibrated(args.model)
     with cluster.executor(args.jobs, args.cluster) as pool:
-        result, summary = cluster.simulate(pool, args.model, target, xs[0] if len(xs) == 1 else xs, y, build_dir,
-                                           board=board, jobs=args.jobs, protocol=args.protocol)
+        result, summary = simulate(args.model, target, xs[0] if len(xs) == 1 else xs, y, build_dir, board=board,
+                                   jobs=args.jobs, protocol=args.protocol, executor=pool)
     with atomic.outputs() as out:
         if args.out:
             out.save_npz(args.out, **result)
