@@ -28,10 +28,16 @@ def reference(datasets, kws01):
     return model, np.stack([run(x[None])[0].reshape(-1) for x in kws01[0]])
 
 
+MACS = 2_656_768
+TFLM_ARENA_BYTES = 22_772  # TFLite Micro's arena_used_bytes() for this model on qemu-m4 (DEVELOPERS.md)
+
+
 @pytest.mark.parametrize("kernels", ["portable", "dsp"])
 def test_host_firmware_equals_tflite_micro_on_all_kws01_inputs(reference, kws01, tmp_path, kernels):
     model, want = reference
     fw = build(model, "host", tmp_path, kernels=kernels)  # dsp: the Cortex-M DSP kernels, emulated
+    # one plan for both kernel sets: in-place depthwise and 1x1 layers keep one 8,000-byte activation live
+    assert fw.arena_bytes <= TFLM_ARENA_BYTES * 6 // 10
     with firmware("host", fw.binary) as dev:
         got = np.stack([dev.infer(x).output for x in kws01[0]])
     assert np.array_equal(got, want)
@@ -39,11 +45,8 @@ def test_host_firmware_equals_tflite_micro_on_all_kws01_inputs(reference, kws01,
     assert accuracy == float((want.argmax(1) == kws01[1]).mean()) == pytest.approx(0.901, abs=1e-9)
 
 
-MACS = 2_656_768
-
-
 @pytest.mark.slow
-def test_qemu_m4_dsp_firmware_equals_tflite_micro_on_kws01_within_1_5_instructions_per_mac(reference, kws01, tmp_path):
+def test_qemu_m4_dsp_firmware_equals_tflite_micro_on_kws01_within_1_instruction_per_mac(reference, kws01, tmp_path):
     model, want = reference
     fw = build(model, "qemu-m4", tmp_path)  # the M4 has the DSP extension: SMLAD kernels by default
     with firmware("qemu-m4", fw.binary) as dev:
@@ -52,7 +55,7 @@ def test_qemu_m4_dsp_firmware_equals_tflite_micro_on_kws01_within_1_5_instructio
     assert np.array_equal(np.stack([r.output for r in runs]), want[:100])
     assert again.stage_cycles == runs[0].stage_cycles  # -icount: counts repeat exactly
     per_mac = max(r.stage_cycles[0] for r in runs) / MACS
-    assert 0.5 < per_mac <= 1.5, per_mac
+    assert 0.5 < per_mac <= 1.0, per_mac
 
 
 @pytest.mark.slow

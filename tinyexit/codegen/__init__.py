@@ -135,21 +135,27 @@ class Layout:
 def share_buffers(buffers: dict, key_of: dict, shared: list) -> None:
     """Gives an operator's output its input's buffer, in step order (so chains share one buffer): always for
     a reshape (`alias`: the op then emits nothing); for an `in_place_ok` op when the input is as large as the
-    output and nothing reads the input (or anything sharing its buffer) after this step."""
+    output, and for an `in_place_kernel` op (its first activation) when the output is no larger than the input
+    or it `grows_in_place`, provided nothing reads the input (or anything sharing its buffer) after this step."""
     for k, step, o in shared:
         out_key = key_of[(k, o.outputs[0])]
         out = buffers[out_key]
-        for t in (o.activations[:1] if o.alias else o.activations):
+        candidates = o.activations[:1] if o.alias or o.in_place_kernel else o.activations
+        for t in candidates:
             source = buffers[key_of[(k, t)]]
-            if source is out or source.size != out.size:
+            if source is out:
                 continue
-            if not o.alias and source.last != step:
+            fits = (source.size == out.size or
+                    (o.in_place_kernel and (out.size <= source.size or o.grows_in_place)))
+            if not fits or (not o.alias and source.last != step):
                 continue
             source.first, source.last = min(source.first, out.first), max(source.last, out.last)
+            source.size = max(source.size, out.size)
             for key, b in buffers.items():
                 if b is out:
                     buffers[key] = source
             o.aliased = o.alias
+            o.in_place = o.in_place_kernel
             break
 
 
@@ -205,11 +211,9 @@ def layout(model: Model, tolerant: bool = False) -> Layout:
             for t in o.outputs:
                 key_of[(k, t)] = (k, t)
                 buffers[(k, t)] = Buffer(g.tensors[t].nbytes, step, step)
-            if o.scratch_bytes:
-                buffers[("scratch", step)] = Buffer(o.scratch_bytes, step, step)
-            layers.append({"stage": k, "index": i, **o.report()})
+            layers.append((k, i, o))
             o.step = step
-            if o.alias or o.in_place_ok:
+            if o.alias or o.in_place_ok or o.in_place_kernel:
                 shared.append((k, step, o))
             step += 1
         stage_end = step - 1
@@ -219,6 +223,12 @@ def layout(model: Model, tolerant: bool = False) -> Layout:
             if (k, t) in key_of:
                 buffers[key_of[(k, t)]].use(stage_end)
     share_buffers(buffers, key_of, shared)
+    for k, i, o in layers:  # scratch: the DSP kernel's, or the in-place kernel's where larger
+        if o.in_place:
+            o.scratch_bytes = max(o.scratch_bytes, o.in_place_scratch_bytes)
+        if o.scratch_bytes:
+            buffers[("scratch", o.step)] = Buffer(o.scratch_bytes, o.step, o.step)
+    layers = [{"stage": k, "index": i, **o.report()} for k, i, o in layers]
     arena = plan(list(buffers.values()))
     for stage in model.stages:
         for o in stage.ops:

@@ -41,6 +41,13 @@ void fully_connected_s8(const FullyConnectedParams& p, const int8_t* input, cons
 void avg_pool_s8(const PoolParams& p, const int8_t* input, int8_t* output);
 void max_pool_s8(const PoolParams& p, const int8_t* input, int8_t* output);
 
+// In place (the memory planner gives input and output one buffer, `data`; results as above). conv_in_place_s8:
+// a 1x1 filter at stride 1 without padding, any channel counts; `pixel`: input.c bytes of scratch.
+// depthwise_conv_in_place_s8: depth multiplier 1, output no larger than the input; `plane`: input h x w bytes.
+void conv_in_place_s8(const ConvParams& p, int8_t* data, const int8_t* filter, const int32_t* bias, int8_t* pixel);
+void depthwise_conv_in_place_s8(const ConvParams& p, int8_t* data, const int8_t* filter, const int32_t* bias,
+                                int8_t* plane);
+
 // Sub-byte weights (kernels/<op>_packed_s8.cc): the int8 kernels above with filters of 4 or 2 bits per
 // value, packed in the int8 tensor's own order: value i sits in byte i / (8 / bits), at bit
 // bits * (i % (8 / bits)) (lowest bits first, as TFLite's INT4), two's complement. Same bits as the int8
@@ -66,6 +73,10 @@ void depthwise_conv_packed_s8(const ConvParams& p, const int8_t* input, const Pa
                               const int32_t* bias, int8_t* output);
 void fully_connected_packed_s8(const FullyConnectedParams& p, const int8_t* input, const PackedWeights& filter,
                                const int32_t* bias, int8_t* output);
+void conv_packed_in_place_s8(const ConvParams& p, int8_t* data, const PackedWeights& filter, const int32_t* bias,
+                             int8_t* pixel);
+void depthwise_conv_packed_in_place_s8(const ConvParams& p, int8_t* data, const PackedWeights& filter,
+                                       const int32_t* bias, int8_t* plane);
 
 // The Cortex-M DSP variants (kernels/dsp/<op>_s8.cc, namespace tx::dsp; SMLAD/SXTB16, emulated in C++ off
 // Arm) take the portable parameters plus what the code generator prepares for them. Same bits as above.

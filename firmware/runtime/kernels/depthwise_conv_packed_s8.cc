@@ -9,4 +9,8 @@ void depthwise_conv_packed_s8(const ConvParams& p, const int8_t* input, const Pa
   portable::depthwise_conv(p, input, portable::SubByteWeights{filter}, bias, output);
 }
 
+void depthwise_conv_packed_in_place_s8(const ConvParams& p, int8_t* data, const PackedWeights& filter, const int32_t* bias, int8_t* plane) {
+  portable::depthwise_conv_in_place(p, data, portable::SubByteWeights{filter}, bias, plane);
+}
+
 }  // namespace tx

@@ -7,4 +7,8 @@ void depthwise_conv_s8(const ConvParams& p, const int8_t* input, const int8_t* f
   portable::depthwise_conv(p, input, portable::Int8Weights{filter}, bias, output);
 }
 
+void depthwise_conv_in_place_s8(const ConvParams& p, int8_t* data, const int8_t* filter, const int32_t* bias, int8_t* plane) {
+  portable::depthwise_conv_in_place(p, data, portable::Int8Weights{filter}, bias, plane);
+}
+
 }  // namespace tx

@@ -38,6 +38,14 @@ class Op:
     in_place_ok = False
     alias = False
     aliased = False  # set by the planner when an alias op got its input's buffer
+    # in_place_kernel: kernels exist (portable `<kernel>_in_place`, and the DSP kernel itself where the layer has
+    # one) that compute the output over the input's buffer, the output no larger than the input, or larger when
+    # grows_in_place (the buffer then takes the output's size, the input at its start); they need
+    # in_place_scratch_bytes of scratch. in_place: set by the planner when it gave the output the input's buffer.
+    in_place_kernel = False
+    grows_in_place = False
+    in_place_scratch_bytes = 0
+    in_place = False
 
     def __init__(self, graph: Graph, op: Operator, name: str, weight_bits: int | None = None):
         self.graph, self.op, self.name = graph, op, name

@@ -125,15 +125,20 @@ class WeightedOp(Op):
         n = self.name
         bias = f"{n}_bias" if self.has_bias else "nullptr"
         filter_ = f"{n}_packed" if self.bits < 8 else f"{n}_filter"
-        portable = f"{self.kernel}({n}_params, {ptr(self.op.inputs[0])}, {filter_}, {bias}, {ptr(self.outputs[0])});"
+        if self.in_place:
+            portable = (f"{self.kernel.replace('_s8', '_in_place_s8')}({n}_params, {ptr(self.outputs[0])}, {filter_}, "
+                        f"{bias}, static_cast<int8_t*>({self.scratch}));")
+        else:
+            portable = f"{self.kernel}({n}_params, {ptr(self.op.inputs[0])}, {filter_}, {bias}, {ptr(self.outputs[0])});"
         if not self.dsp:
             return portable
-        scratch = f", {self.scratch}" if self.scratch_bytes else ""
+        scratch = f", {self.scratch}" if self.dsp_scratch_bytes else ""
         kernel = self.dsp_kernel or self.kernel
         return (f"\n#if TX_DSP_KERNELS\n  dsp::{kernel}{self.dsp_template}({n}_params, {n}_dsp, {ptr(self.op.inputs[0])}, "
                 f"{ptr(self.outputs[0])}{scratch});\n#else\n  {portable}\n#endif")
 
     dsp = False  # set by check() when a DSP variant exists for this op's shapes
+    dsp_scratch_bytes = 0  # the DSP kernel's scratch (scratch_bytes: the larger of it and the in-place kernel's)
     dsp_kernel = ""  # the DSP kernel's name where it is not the portable one's
     dsp_template = ""  # the DSP kernel's template arguments (packed_template, the int8 stream's group count)
 
@@ -506,8 +511,14 @@ class ConvOp(WeightedOp):
                 self.padded_bytes = self.padded_copy_bytes()
                 self.scratch_bytes = (12 * gemm_products(k, self.run_bytes) + self.padded_bytes +
                                       (6 * out_c if pixels % 6 else 0))
-                # (a 1x1 filter here reads each pixel's inputs before it writes that pixel's outputs, later pixels
-                # untouched: in-place safe, but the portable kernel the same plan serves is not)
+        self.dsp_scratch_bytes = self.scratch_bytes
+        # in place: a 1x1 filter at stride 1 without padding; every DSP path gathers a block of pixels before it
+        # writes their outputs (dsp/column.h for_pixel_blocks, backward when the output is wider)
+        if (g["filter"][1:3] == (1, 1) and g["stride"] == (1, 1) and g["pad"] == (0, 0)
+                and g["input"][:3] == g["output"][:3]):
+            self.in_place_kernel = True
+            self.grows_in_place = g["output"][3] > g["input"][3]
+            self.in_place_scratch_bytes = -(-g["input"][3] // 4) * 4
 
     padded_bytes = 0  # kernels.h GemmDspParams::padded_bytes
     PADDED_COPY_LIMIT = 2048  # bytes: larger inputs gather their border pixels from the input itself
@@ -554,8 +565,15 @@ class DepthwiseConvOp(ConvOp):
         if self.planar:
             self.dsp = True
             self.scratch_bytes = 4 * PLANE_ROW_BYTES * (self.t(self.outputs[0]).shape[1] + 2)  # 4 channels' planes
-            # (with one strip per row a group of 4 channels is read whole into its planes before its outputs are
-            # written, the other channels untouched: in-place safe, but the portable kernel is not)
+        self.dsp_scratch_bytes = self.scratch_bytes
+        # in place: depth multiplier 1, the output no larger than the input. The plane kernel with one strip per
+        # row reads a group of 4 channels whole into its planes before it writes their outputs, the other
+        # channels untouched; the other DSP depthwise kernels read the input pixel by pixel: not in place.
+        out = self.t(self.outputs[0])
+        if (dm == 1 and w.shape[3] == inp.shape[3] and out.nbytes <= inp.nbytes and inp.shape[0] == out.shape[0]
+                and (not self.dsp or (self.planar and out.shape[2] <= 6))):
+            self.in_place_kernel = True
+            self.in_place_scratch_bytes = -(-inp.shape[1] * inp.shape[2] // 4) * 4
 
     def takes_plane(self, w: Tensor, dm: int) -> bool:
         """The plane kernel's conditions (kernels.h DepthwisePlaneParams): an int8 3x3 filter at stride 1 without
@@ -674,6 +692,7 @@ class FullyConnectedOp(WeightedOp):
         self.choose_bits(w)
         self.dsp = self.bits == 8 or packed_dsp_exact(unpacked_values(w), 255, self.bits, _bias_data(self.op, self.graph))
         self.scratch_bytes = gemm_scratch_bytes(w.shape[1], w.shape[1]) if self.dsp else 0
+        self.dsp_scratch_bytes = self.scratch_bytes
 
     def definitions(self) -> str:
         if self.generated is None:

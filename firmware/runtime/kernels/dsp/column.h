@@ -276,19 +276,27 @@ inline ConvParams padded_input(const ConvParams& p, const int8_t* input, int8_t*
 
 // Gathers the layer's output pixels kSlots at a time into the column buffer and hands each block to
 // multiply(first pixel, pixels in the block): a short last block leaves its other slots with stale values
-// whose results the caller drops.
+// whose results the caller drops. Each block is gathered whole before its outputs are written, so a 1x1
+// layer may run in place (input and output one buffer): blocks in order when out_c <= in_c, and in reverse
+// order when out_c > in_c (a block's outputs then reach only the inputs of blocks already done).
 template <int32_t kSlots, bool kDoubled, typename Multiply>
 inline void for_pixel_blocks(const ConvParams& p, const Gatherer<kSlots, kDoubled>& gather, Multiply&& multiply) {
   const int32_t out_h = p.output.h, out_w = p.output.w;
   const int32_t pixels = p.output.n * out_h * out_w;
+  if (gather.pointwise()) {
+    const bool backward = p.output.c > p.input.c;
+    const int32_t last = (pixels - 1) / kSlots * kSlots;
+    for (int32_t i = 0; i < pixels; i += kSlots) {
+      const int32_t first = backward ? last - i : i;
+      const int32_t count = pixels - first < kSlots ? pixels - first : kSlots;
+      for (int32_t slot = 0; slot < count; ++slot) gather.pointwise_column(first + slot, slot);
+      multiply(first, count);
+    }
+    return;
+  }
   int32_t b = 0, oy = 0, ox = 0;  // of pixel `first`
   for (int32_t first = 0; first < pixels; first += kSlots) {
     const int32_t count = pixels - first < kSlots ? pixels - first : kSlots;
-    if (gather.pointwise()) {
-      for (int32_t slot = 0; slot < count; ++slot) gather.pointwise_column(first + slot, slot);
-      multiply(first, count);
-      continue;
-    }
     for (int32_t slot = 0; slot < count; ++slot) {
       gather(b, oy, ox, slot);
       if (++ox == out_w) ox = 0, oy = oy + 1 == out_h ? (++b, 0) : oy + 1;

@@ -16,7 +16,7 @@ void conv_packed_s8(const ConvParams& p, const GemmPackedDspParams& d, const int
   if (kMode == kRightShiftRequant && d.stream != nullptr) {
     StreamJob job = stream_job(cols, d.k_padded, out_c, p.output_offset, p.act_min, p.act_max);
     for_pixel_pairs(p, gather, [&](int32_t first, bool pair) {
-      if (!pair) job.b_offset = 0;
+      job.b_offset = pair ? out_c : 0;  // a short block may come first (in place, backward)
       gemm_stream_bits<kBits>(d.stream, output + first * out_c, job);
     });
     return;

@@ -23,10 +23,11 @@ __attribute__((noinline)) void run(const ConvParams& p, const GemmDspParams& d, 
 // Layers with a two-pixel stream (gemm_stream.h; inputs doubled).
 __attribute__((noinline)) void run_stream(const ConvParams& p, const GemmDspParams& d, const int8_t* input,
                                           int8_t* output, uint32_t* cols) {
-  StreamJob job = stream_job(cols, d.k_padded, p.output.c, p.output_offset, p.act_min, p.act_max);
+  const int32_t out_c = p.output.c;
+  StreamJob job = stream_job(cols, d.k_padded, out_c, p.output_offset, p.act_min, p.act_max);
   for_pixel_pairs(p, Gatherer<2, true>(p, d.k_padded, input, cols), [&](int32_t first, bool pair) {
-    if (!pair) job.b_offset = 0;
-    gemm_stream(d.stream, output + first * p.output.c, job);
+    job.b_offset = pair ? out_c : 0;  // a short block may come first (in place, backward)
+    gemm_stream(d.stream, output + first * out_c, job);
   });
 }
 
