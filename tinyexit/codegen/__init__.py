@@ -159,6 +159,25 @@ def share_buffers(buffers: dict, key_of: dict, shared: list) -> None:
             break
 
 
+PADDED_COPY_SHARE = 1 / 8  # of the arena: what a padded input copy may cost (the KWS model's first layer: 3%)
+
+
+def drop_padded_copies(buffers: dict, ops: list, arena: int) -> int:
+    """The DSP convolutions' padded input copies (ConvOp.padded_bytes) buy speed with scratch: each one that
+    costs more than PADDED_COPY_SHARE of the arena is dropped (its border pixels then gather from the input
+    itself), largest first. Returns the arena."""
+    for o in sorted((o for o in ops if getattr(o, "padded_bytes", 0)), key=lambda o: -o.padded_bytes):
+        scratch = buffers[("scratch", o.step)]
+        scratch.size -= o.padded_bytes
+        smaller = plan(list(buffers.values()))
+        if arena - smaller > arena * PADDED_COPY_SHARE:
+            o.drop_padded_copy()
+            arena = smaller
+        else:
+            scratch.size += o.padded_bytes
+    return plan(list(buffers.values()))
+
+
 def layout(model: Model, tolerant: bool = False) -> Layout:
     """Make each stage's operators (`Stage.ops`) and plan the arena. tolerant: an operator the firmware cannot
     run is recorded in `unsupported` (its outputs still get buffers) instead of ending the generation."""
@@ -228,8 +247,9 @@ def layout(model: Model, tolerant: bool = False) -> Layout:
             o.scratch_bytes = max(o.scratch_bytes, o.in_place_scratch_bytes)
         if o.scratch_bytes:
             buffers[("scratch", o.step)] = Buffer(o.scratch_bytes, o.step, o.step)
-    layers = [{"stage": k, "index": i, **o.report()} for k, i, o in layers]
     arena = plan(list(buffers.values()))
+    arena = drop_padded_copies(buffers, [o for _, _, o in layers], arena)
+    layers = [{"stage": k, "index": i, **o.report()} for k, i, o in layers]
     for stage in model.stages:
         for o in stage.ops:
             if o.scratch_bytes:

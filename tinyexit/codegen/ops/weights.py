@@ -523,6 +523,13 @@ class ConvOp(WeightedOp):
     padded_bytes = 0  # kernels.h GemmDspParams::padded_bytes
     PADDED_COPY_LIMIT = 2048  # bytes: larger inputs gather their border pixels from the input itself
 
+    def drop_padded_copy(self) -> None:
+        """Without the padded input copy (the planner's choice where it would enlarge the arena)."""
+        self.scratch_bytes -= self.padded_bytes
+        self.dsp_scratch_bytes -= self.padded_bytes
+        self.padded_bytes = 0
+        self.generated = None
+
     def padded_copy_bytes(self) -> int:
         """The size of the input copy with its padding written out (dsp/column.h padded_input) where the layer
         pads and the copy is at most PADDED_COPY_LIMIT bytes, else 0."""
