@@ -130,33 +130,64 @@ class Layout:
     arena: int
     layers: list[dict]
     unsupported: list[dict]  # tolerant layouts only: stage, index, op, output, reason
+    rel: dict = field(default_factory=dict)  # a tensor's bytes from its buffer's offset, where it shares one
+
+    def address(self, key) -> int:
+        """A tensor's (or scratch's) offset in the arena."""
+        return self.buffers[key].offset + self.rel.get(key, 0)
 
 
-def share_buffers(buffers: dict, key_of: dict, shared: list) -> None:
+def share_buffers(buffers: dict, key_of: dict, rel: dict, shared: list) -> None:
     """Gives an operator's output its input's buffer, in step order (so chains share one buffer): always for
     a reshape (`alias`: the op then emits nothing); for an `in_place_ok` op when the input is as large as the
-    output, and for an `in_place_kernel` op (its first activation) when the output is no larger than the input
-    or it `grows_in_place`, provided nothing reads the input (or anything sharing its buffer) after this step."""
+    output; for an `in_place_kernel` op (its first activation) when the output is no larger than the input or
+    it `grows_in_place`; and for a `raster` op its output `overlap_shift()` bytes before its input (the
+    writes never reach bytes still to be read). Not when anything reads the input (or anything sharing its
+    buffer) after this step. The shared buffer records each tensor's bytes and steps (Buffer.parts) and `rel`
+    each tensor's place in it."""
     for k, step, o in shared:
         out_key = key_of[(k, o.outputs[0])]
         out = buffers[out_key]
-        candidates = o.activations[:1] if o.alias or o.in_place_kernel else o.activations
+        candidates = o.activations[:1] if o.alias or o.in_place_kernel or o.raster else o.activations
         for t in candidates:
-            source = buffers[key_of[(k, t)]]
-            if source is out:
+            in_key = key_of[(k, t)]
+            source = buffers[in_key]
+            if source is out or (not o.alias and source.last != step):
                 continue
-            fits = (source.size == out.size or
-                    (o.in_place_kernel and (out.size <= source.size or o.grows_in_place)))
-            if not fits or (not o.alias and source.last != step):
+            in_bytes, out_bytes = o.t(t).nbytes, o.t(o.outputs[0]).nbytes
+            if o.alias or (in_bytes == out_bytes and o.in_place_ok):
+                shift = 0
+            elif o.in_place_kernel and (out_bytes <= in_bytes or o.grows_in_place):
+                shift = 0
+                o.in_place = True
+            elif o.raster:
+                shift = o.overlap_shift()
+            else:
                 continue
-            source.first, source.last = min(source.first, out.first), max(source.last, out.last)
-            source.size = max(source.size, out.size)
-            for key, b in buffers.items():
-                if b is out:
-                    buffers[key] = source
+            merge(buffers, rel, source, in_key, out, out_key, shift)
             o.aliased = o.alias
-            o.in_place = o.in_place_kernel
             break
+
+
+def merge(buffers: dict, rel: dict, source, in_key, out, out_key, shift: int) -> None:
+    """Puts tensor buffer `out` into `source`'s buffer, starting `shift` bytes before the input `in_key`."""
+    parts = source.segments()
+    at = rel.get(in_key, 0) - shift
+    if at < 0:  # the output starts before the buffer: everything else moves up
+        for part in parts:
+            part[2] -= at
+        for key, b in buffers.items():
+            if b is source:
+                rel[key] = rel.get(key, 0) - at
+        at = 0
+    parts.append([out.first, out.last, at, out.size])
+    source.parts = parts
+    source.first, source.last = min(source.first, out.first), max(source.last, out.last)
+    source.size = max(r + size for _, _, r, size in parts)
+    for key, b in list(buffers.items()):
+        if b is out:
+            buffers[key] = source
+            rel[key] = at
 
 
 PADDED_COPY_SHARE = 1 / 8  # of the arena: what a padded input copy may cost (the KWS model's first layer: 3%)
@@ -232,7 +263,7 @@ def layout(model: Model, tolerant: bool = False) -> Layout:
                 buffers[(k, t)] = Buffer(g.tensors[t].nbytes, step, step)
             layers.append((k, i, o))
             o.step = step
-            if o.alias or o.in_place_ok or o.in_place_kernel:
+            if o.alias or o.in_place_ok or o.in_place_kernel or o.raster:
                 shared.append((k, step, o))
             step += 1
         stage_end = step - 1
@@ -241,7 +272,8 @@ def layout(model: Model, tolerant: bool = False) -> Layout:
         for t in g.outputs:  # stage outputs live to the end of their stage, features into the next one
             if (k, t) in key_of:
                 buffers[key_of[(k, t)]].use(stage_end)
-    share_buffers(buffers, key_of, shared)
+    rel: dict = {}
+    share_buffers(buffers, key_of, rel, shared)
     for k, i, o in layers:  # scratch: the DSP kernel's, or the in-place kernel's where larger
         if o.in_place:
             o.scratch_bytes = max(o.scratch_bytes, o.in_place_scratch_bytes)
@@ -254,7 +286,7 @@ def layout(model: Model, tolerant: bool = False) -> Layout:
         for o in stage.ops:
             if o.scratch_bytes:
                 o.scratch = f"(arena + {buffers[('scratch', o.step)].offset})"
-    return Layout(key_of, buffers, arena, layers, unsupported)
+    return Layout(key_of, buffers, arena, layers, unsupported, rel)
 
 
 def generate(model: Model, out_dir: Path) -> Generated:
@@ -263,7 +295,7 @@ def generate(model: Model, out_dir: Path) -> Generated:
     key_of, buffers, arena, layers = lay.key_of, lay.buffers, lay.arena, lay.layers
 
     def ptr(k: int):
-        return lambda t: f"(arena + {buffers[key_of[(k, t)]].offset})"
+        return lambda t: f"(arena + {lay.address(key_of[(k, t)])})"
 
     def refs(name: str, k: int, tensors: list[int]) -> str:
         g = model.stages[k].graph

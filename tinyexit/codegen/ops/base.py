@@ -46,6 +46,10 @@ class Op:
     grows_in_place = False
     in_place_scratch_bytes = 0
     in_place = False
+    # raster: the portable and DSP kernels write output pixels in order, each after reading its receptive field
+    # and no input byte before the lowest one a later pixel reads: the output may start overlap_shift() bytes
+    # before the input in one buffer
+    raster = False
 
     def __init__(self, graph: Graph, op: Operator, name: str, weight_bits: int | None = None):
         self.graph, self.op, self.name = graph, op, name

@@ -424,6 +424,10 @@ def _bias_data(op: Operator, graph: Graph) -> np.ndarray | None:
     return graph.tensors[i].data if i >= 0 else None
 
 
+def align8(n: int) -> int:
+    return -(-n // 8) * 8
+
+
 def gemm_scratch_bytes(k: int, run_bytes: int) -> int:
     """The DSP GEMM's column buffer (kernels.h): two pixels' inputs widened to int16, k_padded each."""
     return 4 * (-(-gemm_products(k, run_bytes) // 8) * 8)
@@ -519,6 +523,32 @@ class ConvOp(WeightedOp):
             self.in_place_kernel = True
             self.grows_in_place = g["output"][3] > g["input"][3]
             self.in_place_scratch_bytes = -(-g["input"][3] // 4) * 4
+        self.raster = not self.grows_in_place  # (the DSP kernels run a wider pointwise layer backward)
+
+    def overlap_shift(self) -> int:
+        """How many bytes before its input the output may start (a multiple of 8, at least 0) when the kernel
+        writes output pixels in order, each pixel's outputs after its reads (ConvOp.raster): the largest excess
+        of the bytes written up to and including a pixel over the lowest input byte that pixel or a later one
+        reads."""
+        g = self.geometry()
+        n, in_h, in_w, in_c = g["input"]
+        _, kh, kw, _ = g["filter"]
+        _, out_h, out_w, out_c = g["output"]
+        (sh, sw), (dh, dw), (ph, pw) = g["stride"], g["dilation"], g["pad"]
+
+        def first_inside(start: np.ndarray, step: int, taps: int, size: int) -> np.ndarray:
+            """The first tap position >= 0 (a pixel whose taps all lie outside reads nothing: size)."""
+            skip = np.where(start < 0, (-start + step - 1) // step, 0)
+            pos = start + skip * step
+            return np.where((skip < taps) & (pos < size), pos, size)
+
+        ys = first_inside(np.arange(out_h) * sh - ph, dh, kh, in_h)
+        xs = first_inside(np.arange(out_w) * sw - pw, dw, kw, in_w)
+        rows = np.minimum(ys[:, None] * in_w + xs[None, :], in_h * in_w)  # a pixel reading nothing: the end
+        lowest = (np.arange(n)[:, None, None] * in_h * in_w + rows[None]).reshape(-1) * in_c
+        later = np.minimum.accumulate(lowest[::-1])[::-1]
+        written = (np.arange(len(later)) + 1) * out_c
+        return align8(max(0, int((written - later).max(initial=0))))
 
     padded_bytes = 0  # kernels.h GemmDspParams::padded_bytes
     PADDED_COPY_LIMIT = 2048  # bytes: larger inputs gather their border pixels from the input itself
@@ -575,12 +605,18 @@ class DepthwiseConvOp(ConvOp):
         self.dsp_scratch_bytes = self.scratch_bytes
         # in place: depth multiplier 1, the output no larger than the input. The plane kernel with one strip per
         # row reads a group of 4 channels whole into its planes before it writes their outputs, the other
-        # channels untouched; the other DSP depthwise kernels read the input pixel by pixel: not in place.
+        # channels untouched; with several strips, when each output pixel lies on its input pixel (SAME), it
+        # fills the next strip's planes (a second bank of scratch) before it writes a strip. The other DSP depthwise
+        # kernels read the input pixel by pixel: not in place (raster below).
         out = self.t(self.outputs[0])
+        one_strip, same_shape = out.shape[2] <= 6, tuple(out.shape) == tuple(inp.shape)
         if (dm == 1 and w.shape[3] == inp.shape[3] and out.nbytes <= inp.nbytes and inp.shape[0] == out.shape[0]
-                and (not self.dsp or (self.planar and out.shape[2] <= 6))):
+                and (not self.dsp or (self.planar and (one_strip or same_shape)))):
             self.in_place_kernel = True
             self.in_place_scratch_bytes = -(-inp.shape[1] * inp.shape[2] // 4) * 4
+            if self.planar and not one_strip:
+                self.in_place_scratch_bytes = max(self.in_place_scratch_bytes, 2 * self.scratch_bytes)
+        self.raster = not self.planar  # the plane kernel goes by groups of channels
 
     def takes_plane(self, w: Tensor, dm: int) -> bool:
         """The plane kernel's conditions (kernels.h DepthwisePlaneParams): an int8 3x3 filter at stride 1 without

@@ -47,17 +47,27 @@ void depthwise_plane_s8(const ConvParams& p, const DepthwisePlaneParams& d, cons
   const int32_t plane_words = rows * (kPlaneColumns / 2);
   uint32_t* planes = static_cast<uint32_t*>(scratch);
   const uint32_t zero_pairs = offset_pair(-p.input_offset);
-  // the zero point everywhere once: the rows around the input, and with one strip per row the columns too
-  for (int32_t i = 0; i < 4 * plane_words; ++i) planes[i] = zero_pairs;
   const bool one_strip = out_w <= 6;
+  // In place (input == output) with one strip per row, a group of channels is in its planes before its outputs
+  // overwrite it. With several strips per row (then the planner requires SAME padding, each output on its
+  // input pixel) a strip's outputs overwrite the next strip's first input column: that strip's planes are
+  // filled before, into a second bank (the planner gives such layers scratch for two).
+  const bool ahead = !one_strip && input == output;
+  uint32_t* bank = planes;
+  uint32_t* next = planes + 4 * plane_words;
+  // the zero point everywhere once: the rows around the input, and with one strip per row the columns too
+  for (int32_t i = 0; i < (ahead ? 8 : 4) * plane_words; ++i) planes[i] = zero_pairs;
   DepthwiseStripJob job{};
   job.row_step = out_w * channels;
   for (int32_t group = 0; group < channels; group += 4) {
     const int32_t count = channels - group < 4 ? channels - group : 4;
+    if (ahead) fill_planes(p, input + group, count, -p.pad_w, true, bank, plane_words);
     for (int32_t x = 0; x < out_w; x += 6) {
       const int32_t width = out_w - x < 6 ? out_w - x : 6;
       const int32_t x0 = x - p.pad_w;
-      if (d.fill != nullptr && count == 4) {  // its plane columns are the layer's (one strip per row)
+      if (ahead) {
+        if (x + 6 < out_w) fill_planes(p, input + group, count, x0 + 6, true, next, plane_words);
+      } else if (d.fill != nullptr && count == 4) {  // its plane columns are the layer's (one strip per row)
         // integer arithmetic: the column before the input's first is never read
         const intptr_t src = reinterpret_cast<intptr_t>(input) + group + x0 * channels;
         d.fill(reinterpret_cast<const int8_t*>(src), planes + p.pad_h * (kPlaneColumns / 2), plane_words, p.input.h,
@@ -71,8 +81,13 @@ void depthwise_plane_s8(const ConvParams& p, const DepthwisePlaneParams& d, cons
         job.quant = d.quant + 3 * ch;
         int8_t* out = output + x * channels + ch;
         job.end = out + p.output.h * out_w * channels;
-        const int16_t* plane = reinterpret_cast<const int16_t*>(planes + i * plane_words);
+        const int16_t* plane = reinterpret_cast<const int16_t*>(bank + i * plane_words);
         (width == 6 ? d.strips : d.tail_strips)[d.variant[ch]](plane, out, job);
+      }
+      if (ahead) {
+        uint32_t* const done = bank;
+        bank = next;
+        next = done;
       }
     }
   }
