@@ -223,11 +223,11 @@ class WeightedOp(Op):
             self.stream_split = (len(w) * k_padded, 4 * len(w), 8 * len(w))
             return (c_array("uint32_t", f"{n}_stream", gemm_stream(w, bias, fq.rows, run_bytes)) +
                     f"static const GemmDspParams {n}_dsp = {{{w.shape[1]}, {k_padded}, nullptr, nullptr, nullptr, "
-                    f"{mode}, {n}_stream}};\n")
+                    f"{mode}, {n}_stream, nullptr, 0, 0}};\n")
         words, k_padded = gemm_filter(w, run_bytes)
         return (c_array("uint32_t", f"{n}_filter8", words) + c_array("int32_t", f"{n}_bias32", padded_bias(bias)) +
                 table + f"static const GemmDspParams {n}_dsp = {{{w.shape[1]}, {k_padded}, "
-                f"{fast}, {n}_filter8, {n}_bias32, {mode}}};\n")
+                f"{fast}, {n}_filter8, {n}_bias32, {mode}, nullptr, nullptr, 0, 0}};\n")
 
     stream6 = False  # CONV_2D on the int8 stream (gemm_stream.h), decided by check()
 
