@@ -80,6 +80,8 @@ def test_edge_run_through_a_private_broker_answers_every_sample_as_the_reference
     assert 0 < rep["bytes_sent_per_sample"] < 512 * rep["offload_rate"]
     assert rep["edge_only_accuracy"] == pytest.approx(np.mean(np.argmax(all_exit_logits(m, x)[1], axis=1) == y))
     assert "cascade" in proc.stdout and "edge_report.json" in proc.stdout
+    # the device-side faults (no worker, a refused model, no broker): each sample answered once, by the device
+    assert (rep["faults_tested"], rep["faults_passed"]) == (3, 3), rep["faults"]
 
 
 def test_edge_run_without_an_edge_service_falls_back_on_every_offload(export, test_arrays, tmp_path):

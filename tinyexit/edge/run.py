@@ -148,6 +148,49 @@ def _device_thread(k: int, target: str, binary: Path, m: dict, x: np.ndarray, ch
         failures.append(f"device {k}: {err}")
 
 
+def fault_checks(target: str, binary: Path, m: dict, x: np.ndarray, url: str, fleet: str, per_fault: int = 3) -> dict:
+    """Faults a device must survive, on samples the policy offloads: no edge worker answers (deadline), the edge
+    refuses the model (a request naming another model hash), no broker at all. Passed: every sample gets exactly
+    one answer, the device's own (RESUME equals the class with every stage run and no offload), within deadline
+    + 2 s. The edge side's faults (workers killed, duplicate and late replies, ...) are tests/test_edge.py's."""
+    from tinyexit.edge.client import EdgeClient
+    from tinyexit.harness import OffloadSetting, firmware
+    from tinyexit.policy import NEVER
+
+    deadline = 0.3
+    results = {}
+    with firmware(target, binary) as dev:
+        info = dev.info()
+        early = [e["index"] for e in m["exits"] if not e["final"]]
+        picks, finals = [], []
+        for i in range(len(x)):  # samples the policy offloads, and their all-stages class
+            configure(dev, m)
+            if dev.infer(x[i], with_output=False, may_offload=True).offload is not None:
+                if early:
+                    dev.set_policy({e: NEVER for e in early})
+                dev.set_offload({e["index"]: OffloadSetting(False) for e in m["exits"]})
+                picks.append(i)
+                finals.append(dev.infer(x[i], with_output=False).predicted_class)
+            if len(picks) == per_fault:
+                break
+        faults = {"no edge worker": (url, f"{fleet}-empty", bytes.fromhex(info["sha256"])),
+                  "another model hash": (url, fleet, bytes(32)),
+                  "no broker": ("mqtt://127.0.0.1:1", fleet, bytes.fromhex(info["sha256"]))}
+        for name, (where, fleet_name, model) in faults.items():
+            ok = bool(picks)
+            with EdgeClient(where, f"{fleet}-fault", model, fleet_name, deadline_s=deadline, retries=0) as client:
+                client.wait_connected(2.0 if where == url else 0.2)
+                for i, final in zip(picks, finals):
+                    configure(dev, m)
+                    log = DeviceLog(1)
+                    start = time.monotonic()
+                    serve_one_sample(dev, client, x[i], m["offload"], log, 0)
+                    ok &= log.source[0] == "fallback" and log.cascade_cls[0] == final and \
+                        time.monotonic() - start < deadline + 2.0
+            results[name] = bool(ok)
+    return results
+
+
 class _ReadyLine:
     """The `out` of tinyexit.edge.service.serve: notices its ready line."""
 
@@ -324,7 +367,7 @@ def plot(path: Path, rep: dict, log: DeviceLog, y: np.ndarray, edge_pred: np.nda
 def run_fleet(export: str | Path, devices: int, target: str, x: np.ndarray, y: np.ndarray, out_dir: str | Path,
               broker: str | None = None, edge_model: str | None = None, board: str | None = None,
               link: str | None = None, data: str | None = None, workers: int = 2, deadline_s: float = 2.0,
-              fleet: str = "run", progress: bool = True, faults: tuple[int, int] = (0, 0)) -> dict:
+              fleet: str = "run", progress: bool = True, faults: bool = True) -> dict:
     from tinyexit import atomic, boards
     from tinyexit import manifest as mf
     from tinyexit.firmware_build import build
@@ -367,15 +410,20 @@ def run_fleet(export: str | Path, devices: int, target: str, x: np.ndarray, y: n
         for t in threads:
             t.join()
 
+    fault_results: dict = {}
     if broker is None:
         with EdgeService(export, export / edge_file if edge_file else None, f"sqlite:{cache_file}", fleet,
                          workers) as url:
             fleet_run(url)
+            if faults and not failures:
+                fault_results = fault_checks(target, fw.binary, m, x, url, fleet)
     else:
         from tinyexit.edge.broker import check_reachable
 
         check_reachable(broker)
         fleet_run(broker)
+        if faults and not failures:
+            fault_results = fault_checks(target, fw.binary, m, x, broker, fleet)
     if bar is not None:
         bar.close()
     if failures:
@@ -383,9 +431,10 @@ def run_fleet(export: str | Path, devices: int, target: str, x: np.ndarray, y: n
     seconds = time.monotonic() - start
     edge_pred = edge_only_predictions(m, export, x, progress)
     unit = "instructions" if target != "host" else "host-ns"
-    rep = report(m, log, np.asarray(y), edge_pred, the_board, the_link, unit, faults,
+    rep = report(m, log, np.asarray(y), edge_pred, the_board, the_link, unit,
+                 (len(fault_results), sum(fault_results.values())),
                  {"devices": len(chunks), "target": target, "broker": broker or "private mosquitto",
-                  "wall_seconds": round(seconds, 1)})
+                  "wall_seconds": round(seconds, 1), "faults": fault_results})
     atomic.write_json(out_dir / REPORT, rep)
     plot(out_dir / PLOT, rep, log, np.asarray(y), edge_pred,
          sorted({(lk.name, lk.bytes_per_s) for b in boards.all_boards() for lk in b.links}, key=lambda v: v[1]))
