@@ -41,8 +41,8 @@ class DeviceLog:
     device_instr: np.ndarray = None
     cascade_cls: np.ndarray = None
     cascade_instr: np.ndarray = None
-    score0: np.ndarray = None          # the first early exit's Q15 score (the plot's sweep)
-    exit0_cls: np.ndarray = None
+    score0: np.ndarray = None          # cascade pass: the Q15 score of the exit the device stopped at (the plot's sweep)
+    exit0_cls: np.ndarray = None       # ... and that exit's class
     offloaded: np.ndarray = None
     cut: np.ndarray = None
     sent_bytes: np.ndarray = None
@@ -319,9 +319,10 @@ def report(m: dict, log: DeviceLog, y: np.ndarray, edge_pred: np.ndarray, board,
 
 
 def plot(path: Path, rep: dict, log: DeviceLog, y: np.ndarray, edge_pred: np.ndarray, board_links) -> None:
-    """Accuracy against bytes sent per sample (the first early exit's threshold swept over the measured per-sample
-    answers: below it the edge's answer and bytes, above it the device's exit-0 answer), and the same curve
-    against the link time per sample for each link speed of the board family."""
+    """Accuracy against bytes sent per sample (an offload threshold swept over the measured per-sample answers: a
+    sample whose score at the exit the device stopped at is below it gets the edge-only answer and the run's mean
+    bytes per offload, the others the device's answer at that exit), and the same curve against the link time per sample for
+    each link speed of the boards' links."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -341,7 +342,7 @@ def plot(path: Path, rep: dict, log: DeviceLog, y: np.ndarray, edge_pred: np.nda
     rates, accs = np.array(rates), np.array(accs) * 100
     sent = rates * per_offload
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
-    a.plot(sent, accs, label="threshold sweep (measured answers)")
+    a.plot(sent, accs, label="offload threshold sweep (measured answers)")
     a.scatter([rep["bytes_sent_per_sample"]], [rep["cascade_accuracy"] * 100], color="C3", zorder=3,
               label="cascade run")
     a.axhline(rep["device_only_accuracy"] * 100, color="C2", ls="--", label="device only")
