@@ -385,7 +385,7 @@ def calibrate_offload(export_dir: str | Path, x_q: np.ndarray, y: np.ndarray, ed
     link = board.link(link_name)
     costs = m["cost"].get("instructions", {}).get(target)
     if costs is None:
-        from tinyexit.pipeline import measure_instructions
+        from tinyexit.measure import measure_instructions
 
         costs = measure_instructions(export_dir, target, x_q)
         m["cost"].setdefault("instructions", {})[target] = costs
