@@ -224,6 +224,14 @@ class _Counter:
         self.update = callback
 
 
+def _balanced_shards(n: int, jobs: int, extra_last: int) -> list[np.ndarray]:
+    """`jobs` contiguous shards of range(n) with equal work when the last one also runs `extra_last` samples
+    (the no-exit pass): it gets that many fewer, so no instance waits on it."""
+    k = np.arange(1, jobs)
+    bounds = np.clip(np.round(k * (n + extra_last) / jobs).astype(int), k, n - jobs + k)  # none empty (jobs <= n)
+    return np.split(np.arange(n), bounds)
+
+
 def run_parallel(target: str, binary: Path, x: np.ndarray | list[np.ndarray], y: np.ndarray | None, label: str,
                  jobs: int | None = None, progress: bool = True, profile_layers: bool = False,
                  outputs: list[dict] | None = None, executor=None, protocol: str = "batch") -> tuple[dict, dict, list[dict]]:
@@ -234,14 +242,14 @@ def run_parallel(target: str, binary: Path, x: np.ndarray | list[np.ndarray], y:
     `map(fn, list_of_argument_tuples)` returns [fn(*args) ...] in order (default: tinyexit.cluster.LocalExecutor,
     threads here, with a progress bar per sample; elsewhere the bar moves per shard); protocol: see run_samples.
     Returns (result, summary, each instance's INFO after its run)."""
-    xs = list(x) if isinstance(x, (list, tuple)) else [x]
-    n = len(xs[0])
     from tinyexit.cluster import LocalExecutor, available_cores
 
+    xs = list(x) if isinstance(x, (list, tuple)) else [x]
+    n = len(xs[0])
     jobs = max(1, min(jobs or getattr(executor, "workers", None) or available_cores(), n))
-    shards = np.array_split(np.arange(n), jobs)
-    every = outputs is not None
     no_exit_xs = [a[:NO_EXIT_SAMPLES] for a in xs]
+    shards = _balanced_shards(n, jobs, len(no_exit_xs[0]))
+    every = outputs is not None
     with _progress_bar(n, label, progress) as bar:
         local = executor is None or getattr(executor, "local", False)  # threads here: the bar moves per sample
         tasks = [(target, Path(binary), [a[idx] for a in xs], every, no_exit_xs if k == jobs - 1 else None,
