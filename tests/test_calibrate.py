@@ -204,6 +204,7 @@ def test_model_hash_leaves_out_only_what_changes_at_run_time(export_copy):
     base = model_hash(m)
     m["exits"][0]["policy"] = {"kind": "max_prob", "threshold_q15": 123, "threshold": 123 / policy.Q15}
     m["cost"]["instructions"] = {"qemu-m4": {"stage": [1.0, 2.0]}}
+    m["offload"] = {"exits": [{"exit": 0, "enabled": True}]}  # sent by SET_OFFLOAD, not compiled in
     assert model_hash(m) == base
     m["exits"][0]["policy"]["kind"] = "entropy"  # compiled in: another firmware
     assert model_hash(m) != base

@@ -70,10 +70,11 @@ def load(path: str | Path) -> Model:
 
 def model_hash(manifest: dict) -> bytes:
     """The firmware's model identity (INFO's sha256): the manifest without what changes at run time through
-    SET_POLICY (early-exit thresholds) and without measured costs, so a recalibrated manifest still names the
-    flashed firmware. Policy kinds stay in: they are compiled in."""
+    SET_POLICY (early-exit thresholds) and SET_OFFLOAD (the offload section) and without measured costs, so a
+    recalibrated manifest still names the flashed firmware. Policy kinds stay in: they are compiled in."""
     m = json.loads(json.dumps({k: v for k, v in manifest.items() if not k.startswith("_")}))
     m.get("cost", {}).pop("instructions", None)
+    m.pop("offload", None)
     for e in m.get("exits", []):
         e["policy"] = None if e.get("final") else {"kind": policy.kind_of(e)}
     return hashlib.sha256(json.dumps(m, sort_keys=True, separators=(",", ":")).encode()).digest()
