@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from tinyexit.codegen.ops.base import Op, c_array, scale_of, shape4, zp_of
-from tinyexit.codegen.ops.weights import fast_mode, gemm_filter, gemm_scratch_bytes, gemm_stream, padded_bias
+from tinyexit.codegen.ops.layout import fast_mode, gemm_filter, gemm_scratch_bytes, gemm_stream, padded_bias
 from tinyexit.codegen.quantization import f32, quantize_multiplier, same_padding
 from tinyexit.errors import TinyexitError
 
@@ -85,7 +85,7 @@ class TransposeConvOp(Op):
         return text
 
     def dsp_definitions(self, mults: list[tuple[int, int]]) -> str:
-        """One GemmDspParams per phase. The short requantization's proof (weights.fast_mode) is made on the
+        """One GemmDspParams per phase. The short requantization's proof (layout.fast_mode) is made on the
         whole filter, whose bound holds for every phase's sub-filter: one mode and table for all."""
         w = self.t(self.op.inputs[self.FILTER]).data
         out_c = w.shape[0]
