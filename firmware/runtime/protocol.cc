@@ -96,6 +96,23 @@ void reply_info() {
   send(kInfo | kReplyBit, tx_buf, w.p - tx_buf);
 }
 
+// The fields of an INFER (PROFILE) reply before its optional parts: INFER and BATCH records share them.
+void write_result(Writer* w, const InferResult& r, bool with_output, bool profile) {
+  w->u8(r.exit_index);
+  w->u8(r.predicted_class);
+  w->u16(r.confidence_q15);
+  w->u8(r.stages_run);
+  for (int32_t k = 0; k < r.stages_run; ++k) w->u32(r.stage_cycles[k]);
+  w->u16(with_output ? r.output_size : 0);
+  if (with_output) {
+    for (int32_t i = 0; i < r.output_size; ++i) w->u8(static_cast<uint8_t>(r.output[i]));
+  }
+  if (profile) {
+    w->u16(model().num_layers);
+    for (int32_t i = 0; i < model().num_layers; ++i) w->u32(layer_cycles[i]);
+  }
+}
+
 void reply_run(uint8_t command, uint8_t flags, bool resumed) {
   const ModelInfo& m = model();
   const bool with_output = flags & 1, all_outputs = flags & 2, may_offload = flags & 4;
@@ -112,19 +129,7 @@ void reply_run(uint8_t command, uint8_t flags, bool resumed) {
     infer(&r, profile ? layer_cycles : nullptr, may_offload ? &buffers : nullptr);
   }
   Writer w{tx_buf};
-  w.u8(r.exit_index);
-  w.u8(r.predicted_class);
-  w.u16(r.confidence_q15);
-  w.u8(r.stages_run);
-  for (int32_t k = 0; k < r.stages_run; ++k) w.u32(r.stage_cycles[k]);
-  w.u16(with_output ? r.output_size : 0);
-  if (with_output) {
-    for (int32_t i = 0; i < r.output_size; ++i) w.u8(static_cast<uint8_t>(r.output[i]));
-  }
-  if (profile) {
-    w.u16(m.num_layers);
-    for (int32_t i = 0; i < m.num_layers; ++i) w.u32(layer_cycles[i]);
-  }
+  write_result(&w, r, with_output, profile);
   // Fields accumulate in tx_buf; tensors go out straight from the arena or the encode buffer.
   Part parts[4 + 2 * kMaxOutputs];
   int count = 0;
@@ -255,19 +260,7 @@ void batch_sample(uint8_t flags, BlockWriter* out) {
   InferResult r{};
   infer(&r, profile ? layer_cycles : nullptr);
   Writer w{tx_buf + 4};
-  w.u8(r.exit_index);
-  w.u8(r.predicted_class);
-  w.u16(r.confidence_q15);
-  w.u8(r.stages_run);
-  for (int32_t k = 0; k < r.stages_run; ++k) w.u32(r.stage_cycles[k]);
-  w.u16(with_output ? r.output_size : 0);
-  if (with_output) {
-    for (int32_t i = 0; i < r.output_size; ++i) w.u8(static_cast<uint8_t>(r.output[i]));
-  }
-  if (profile) {
-    w.u16(m.num_layers);
-    for (int32_t i = 0; i < m.num_layers; ++i) w.u32(layer_cycles[i]);
-  }
+  write_result(&w, r, with_output, profile);
   const StageInfo& last = m.stages[r.stages_run - 1];
   if (all_outputs) w.u8(last.num_outputs);
   uint32_t size = static_cast<uint32_t>(w.p - tx_buf) - 4 + 1;  // + offloaded u8, below
